@@ -317,6 +317,7 @@ class BulkPublisher:
 
         self._queue: collections.deque[Outgoing] = collections.deque()   # to (re)publish, in order
         self._delayed: list[Outgoing] = []                                 # nacked, waiting out a backoff
+        self._delayed_due = float("inf")                                    # earliest not_before of those
         self._tracker = ConfirmTracker()
         self._result = BulkResult()
         self._conn: Connection | None = None
@@ -450,7 +451,9 @@ class BulkPublisher:
         self._run(until_done=True)
         result, self._result = self._result, BulkResult()
         if result.failed:
-            raise BulkPublishError(result)
+            error = BulkPublishError(result)
+            log.error("%s", error)
+            raise error
         return result
 
     def close(self) -> None:
@@ -492,7 +495,7 @@ class BulkPublisher:
                     self._wait(lambda: self._tracker.outstanding == 0 or self._can_send()
                                or self._due_delayed())
                 elif self._delayed and not self._queue:
-                    pause = min(i.not_before for i in self._delayed) - time.monotonic()
+                    pause = self._delayed_due - time.monotonic()
                     if pause > 0:
                         self._sleep(pause)
             except self._recoverable_errors() as exc:
@@ -587,6 +590,7 @@ class BulkPublisher:
             delay = min(self.nack_backoff * 2 ** (item.nacks - 1), self.nack_backoff_max)
             item.not_before = time.monotonic() + delay * random.uniform(0.8, 1.2)
             self._delayed.append(item)
+            self._delayed_due = min(self._delayed_due, item.not_before)
             log.info("task %s nacked by the broker; retry %d/%d in %.2f s",
                      item.task_id, item.nacks, self.max_nack_retries, delay)
 
@@ -602,22 +606,21 @@ class BulkPublisher:
 
     def _fail(self, item: Outgoing, reason: str) -> None:
         self._result.failed[item.task_id] = reason
-        log.error("task %s (%s) not submitted: %s", item.task_id, item.name, reason)
+        log.debug("task %s (%s) not submitted: %s", item.task_id, item.name, reason)
 
     # -- nack backoff ------------------------------------------------------------
 
     def _due_delayed(self) -> bool:
-        now = time.monotonic()
-        return any(i.not_before <= now for i in self._delayed)
+        return bool(self._delayed) and self._delayed_due <= time.monotonic()
 
     def _release_delayed(self) -> None:
-        if not self._delayed:
+        if not self._delayed or self._delayed_due > time.monotonic():
             return
         now = time.monotonic()
         due = [i for i in self._delayed if i.not_before <= now]
-        if due:
-            self._delayed = [i for i in self._delayed if i.not_before > now]
-            self._queue.extendleft(reversed(due))
+        self._delayed = [i for i in self._delayed if i.not_before > now]
+        self._delayed_due = min((i.not_before for i in self._delayed), default=float("inf"))
+        self._queue.extendleft(reversed(due))
 
     def _sleep(self, seconds: float) -> None:
         """Sleep, but keep reading the connection (heartbeats, late frames)."""
@@ -725,9 +728,12 @@ class BulkPublisher:
             self._fail(item, reason)
         self._queue.clear()
         self._delayed = []
+        self._delayed_due = float("inf")
         self._failures = 0
         result, self._result = self._result, BulkResult()
-        return BulkPublishError(result)
+        error = BulkPublishError(result)
+        log.error("giving up: %s", error)
+        return error
 
     def _disconnect(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import sys
 import time
+import uuid
 from typing import Any
 
 import click
@@ -101,23 +102,41 @@ def submit(paths: tuple[str, ...], batch_id: str | None, force: bool, all_files:
     ca = _load()
     from . import submit as sub_mod
 
+    from . import bulk
+
     store = _storage(ca)
     files = list(sub_mod.iter_files(paths, all_files=all_files))
     if not files:
         raise click.ClickException("no files to submit")
+    batch_id = batch_id or uuid.uuid4().hex
     with click.progressbar(length=len(files), label="ingesting", file=sys.stderr) as bar:
         def progress(path, ingest, error):
             bar.update(1)
             if error is not None:
                 click.echo(f"\n{path}: {error}", err=True)
 
-        result = sub_mod.submit_batch(store, sub_mod.CeleryPublisher(ca.app), ca.settings, files,
-                                      batch_id=batch_id, force=force, progress=progress)
+        # pipelined publisher confirms: every chunk task confirmed by the broker, without a
+        # round trip per task; what the broker did not accept is reported, not lost
+        try:
+            with bulk.from_settings(ca.app, ca.settings) as publisher:
+                result = sub_mod.submit_batch(store, publisher, ca.settings, files,
+                                              batch_id=batch_id, force=force, progress=progress)
+        except bulk.BulkPublishError as exc:
+            _not_accepted(batch_id, exc)
     click.echo(json.dumps({"batch_id": result.batch_id, "files": result.files, "unique": result.unique,
                            "new_blobs": result.new_blobs, "chunks": len(result.tasks),
                            "refused": result.refused}))
     if follow:
         _follow(store, result.batch_id, interval=1.0, timeout=None)
+
+
+def _not_accepted(batch_id: str, exc) -> None:
+    """Some chunk tasks were not confirmed by the broker: say which, and how to send them again; exit 1."""
+    _echo_json({"batch_id": batch_id, "status": "incomplete", "confirmed_tasks": len(exc.result.confirmed),
+                "not_accepted": exc.failed})
+    click.echo(f"{exc}\nThe batch is recorded; publish its pending files again with: "
+               f"celery-stack batch {batch_id} --resubmit", err=True)
+    sys.exit(1)
 
 
 def _follow(store, batch_id: str, interval: float, timeout: float | None) -> dict:
@@ -152,7 +171,13 @@ def batch(batch_id: str, follow: bool, timeout: float | None, resubmit: bool) ->
     if resubmit:
         from . import submit as sub_mod
 
-        n = sub_mod.resubmit_pending(store, sub_mod.CeleryPublisher(ca.app), ca.settings, batch_id)
+        from . import bulk
+
+        try:
+            with bulk.from_settings(ca.app, ca.settings) as publisher:
+                n = sub_mod.resubmit_pending(store, publisher, ca.settings, batch_id)
+        except bulk.BulkPublishError as exc:
+            _not_accepted(batch_id, exc)
         click.echo(f"resubmitted {n} pending file(s)", err=True)
     status = _follow(store, batch_id, 1.0, timeout) if follow else store.batch_status(batch_id)
     if status is None:

@@ -256,6 +256,18 @@ class Settings:
         10, _int(1, 10000),
         "Files per analysis task in a batch: fewer, larger messages and bulk writes (seed 003 'batching'), "
         "while one task stays a few seconds (seed 001).")
+    bulk_window: int = _field(
+        512, _int(1, 65535),
+        "Task messages in flight, unconfirmed, during a batch submit: publisher confirms are collected "
+        "in windows instead of awaited one by one (bench/confirms), every message still confirmed.")
+    bulk_max_nack_retries: int = _field(
+        3, _int(0, 100),
+        "Times a task message the broker refused (basic.nack, e.g. a full queue) is published again, with "
+        "backoff, before the submit reports it as not accepted.")
+    bulk_confirm_timeout: float = _field(
+        30.0, _float(0, exclusive_min=True),
+        "Seconds without any confirm from the broker, during a batch submit, after which the connection is "
+        "presumed dead: the unconfirmed messages are published again over a new one (next broker URL).")
     # ---- website checks -------------------------------------------------
     webcheck_config: str = _field(
         "", _path, "Path of the JSON or YAML list of website checks that builds the beat schedule; empty = none.")

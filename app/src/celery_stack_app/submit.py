@@ -1,10 +1,11 @@
 """Submission: ingest files into GridFS and publish analysis tasks.
 
-Publishing goes through a :class:`Publisher`, so a faster implementation
-(e.g. a pipelined publisher-confirm bulk publisher) can replace
-:class:`CeleryPublisher` without touching the rest: it needs ``publish``
-(queue one task message) and ``flush`` (return once the broker confirmed
-everything published so far).
+Publishing goes through a :class:`Publisher`: the CLI uses the pipelined
+publisher-confirm bulk publisher (:mod:`celery_stack_app.bulk`);
+:class:`CeleryPublisher` sends one message at a time. A publisher needs
+``publish`` (queue one task message, return its id) and ``flush`` (return
+once the broker confirmed everything published so far, or raise listing
+what it did not accept: then nothing is reported as submitted).
 """
 
 from __future__ import annotations
