@@ -1,0 +1,1 @@
+"""Django app holding the example's Celery tasks."""
