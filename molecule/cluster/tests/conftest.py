@@ -1,0 +1,180 @@
+"""Fixtures of the whole-cluster scenario (on top of molecule/conftest.py).
+
+The cluster is driven from the controller through its real interfaces:
+AMQP and HTTP through HAProxy, and the deployed application itself (its
+virtualenv on a worker host, run with ``podman exec``) to publish tasks.
+Executions are counted from the workers' journals: Celery logs
+``Task <name>[<id>] succeeded`` once per execution.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections import Counter
+
+import amqp
+import pytest
+from cluster_helpers import APP_USER, APP_VENV, SCRIPTS, SLOW_PORT, VHOST, http, podman, wait_for
+
+@pytest.fixture(scope="session")
+def workers(group_hosts):
+    return group_hosts("celery_worker")
+
+
+@pytest.fixture(scope="session")
+def brokers(group_hosts):
+    return group_hosts("rabbitmq")
+
+
+@pytest.fixture(scope="session")
+def lb(group_hosts):
+    return group_hosts("haproxy")[0]
+
+
+@pytest.fixture(scope="session")
+def flower_host(group_hosts):
+    return group_hosts("flower")[0]
+
+
+@pytest.fixture(scope="session")
+def lb_address(lb, address):
+    return address(lb)
+
+
+@pytest.fixture(scope="session")
+def app_password(secret):
+    return secret("app_broker_password")
+
+
+@pytest.fixture(scope="session")
+def amqp_connect(lb_address):
+    """Open an AMQP connection through HAProxy (the caller closes it)."""
+
+    def connect(userid: str, password: str, vhost: str = VHOST) -> amqp.Connection:
+        conn = amqp.Connection(host=f"{lb_address}:5672", userid=userid, password=password,
+                               virtual_host=vhost, connect_timeout=10, heartbeat=0)
+        conn.connect()
+        return conn
+
+    return connect
+
+
+@pytest.fixture(scope="session")
+def management(lb_address, secret):
+    """The RabbitMQ management API through HAProxy, as the admin user: (status, JSON or text)."""
+    auth = ("admin", secret("rabbitmq_admin_password"))
+
+    def call(method: str, path: str, body: dict | None = None):
+        status, text = http(method, f"http://{lb_address}/api{path}", auth=auth, body=body)
+        try:
+            return status, json.loads(text) if text else None
+        except ValueError:
+            return status, text
+
+    return call
+
+
+@pytest.fixture(scope="session")
+def app_env(lb, app_password):
+    """The application's settings for a producer run on a worker host: the broker
+    through HAProxy, no MongoDB (broker-only tasks)."""
+    return {
+        "CELERY_STACK_BROKER_URLS": f"amqp://{APP_USER}:{app_password}@{lb}:5672/{VHOST}",
+        "CELERY_STACK_MONGODB_URI": "",
+    }
+
+
+@pytest.fixture(scope="session")
+def run_app_script(app_env):
+    """Run one of tests/scripts/*.py with the deployed application's Python on a host."""
+    copied: set[tuple[str, str]] = set()
+
+    def ensure(host: str, script: str) -> str:
+        target = f"/tmp/cluster-tests/{script}"
+        if (host, script) not in copied:
+            podman("exec", host, "mkdir", "-p", "/tmp/cluster-tests")
+            podman("cp", str(SCRIPTS / script), f"{host}:{target}")
+            copied.add((host, script))
+        return target
+
+    def run(host: str, script: str, *args: str, detach: bool = False, timeout: float = 300,
+            python: str = f"{APP_VENV}/bin/python", env: dict | None = None):
+        target = ensure(host, script)
+        envs = []
+        for key, value in {**app_env, **(env or {})}.items():
+            envs += ["-e", f"{key}={value}"]
+        cmd = ["exec", *(["-d"] if detach else []), *envs, host, python, target, *args]
+        proc = podman(*cmd, check=False, timeout=timeout)
+        if proc.returncode != 0:
+            pytest.fail(f"{script} {' '.join(args)} on {host} failed ({proc.returncode}):\n"
+                        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc.stdout
+
+    return run
+
+
+_TASK_LINE = re.compile(r"Task (?P<name>[\w.]+)\[(?P<id>[^\]]+)\] succeeded")
+
+
+@pytest.fixture(scope="session")
+def executions(workers):
+    """Successful executions of tasks whose id starts with ``prefix``, read from the
+    workers' journals: {host: Counter(task_id -> times)}."""
+
+    def read(prefix: str, since: float) -> dict[str, Counter]:
+        out: dict[str, Counter] = {}
+        for host in workers:
+            cmd = (f"journalctl --since @{int(since) - 5} -o cat --no-pager "
+                   f"-u 'celery-worker-*' | grep -F {shlex.quote('[' + prefix)} || true")
+            proc = podman("exec", host, "sh", "-c", cmd, timeout=120)
+            counts: Counter = Counter()
+            for match in _TASK_LINE.finditer(proc.stdout):
+                if match["id"].startswith(prefix):
+                    counts[match["id"]] += 1
+            out[host] = counts
+        return out
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def journal_suppressed(workers):
+    """True when journald dropped worker lines since ``since`` (counts would be wrong)."""
+
+    def check(since: float) -> list[str]:
+        found = []
+        for host in workers:
+            proc = podman("exec", host, "sh", "-c",
+                          f"journalctl --since @{int(since) - 5} -o cat --no-pager -u systemd-journald "
+                          "| grep -i suppressed || true")
+            found += [f"{host}: {line}" for line in proc.stdout.splitlines() if line.strip()]
+        return found
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def slow_server(flower_host, address):
+    """A slow HTTP endpoint on the Flower host, for website-check tasks that take a
+    while (tests/scripts/slow_http.py); yields (base URL, request log reader)."""
+    podman("exec", flower_host, "mkdir", "-p", "/tmp/cluster-tests")
+    podman("cp", str(SCRIPTS / "slow_http.py"), f"{flower_host}:/tmp/cluster-tests/slow_http.py")
+    podman("exec", "-d", flower_host, "python3", "/tmp/cluster-tests/slow_http.py", str(SLOW_PORT),
+           "/tmp/cluster-tests/slow_http.log", "/tmp/cluster-tests/slow_http.pid")
+    base = f"http://{flower_host}:{SLOW_PORT}"
+
+    def requests_for(path: str) -> list[str]:
+        """Client addresses of the requests received for ``path``."""
+        proc = podman("exec", flower_host, "sh", "-c", "cat /tmp/cluster-tests/slow_http.log 2>/dev/null || true")
+        return [line.split()[0] for line in proc.stdout.splitlines()
+                if len(line.split()) == 2 and line.split()[1] == path]
+
+    wait_for(lambda: podman("exec", flower_host, "python3", "-c",
+                            f"import urllib.request;urllib.request.urlopen('http://127.0.0.1:{SLOW_PORT}/up?fast=1')",
+                            check=False).returncode == 0, 30, what="the slow HTTP server")
+    yield base, requests_for, address(flower_host)
+    pid = podman("exec", flower_host, "cat", "/tmp/cluster-tests/slow_http.pid", check=False).stdout.strip()
+    if pid.isdigit():
+        podman("exec", flower_host, "kill", pid, check=False)
