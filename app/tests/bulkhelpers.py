@@ -6,11 +6,6 @@ from __future__ import annotations
 import socket
 import threading
 
-from celery import Celery
-
-from celery_stack_app import celery_app as ca
-from celery_stack_app import settings as s_mod
-
 
 class Proxy:
     """Forward 127.0.0.1:<port> to the broker; ``kill()`` drops every connection and stops listening."""
@@ -86,13 +81,6 @@ class Proxy:
                 pass
             s.close()
 
-
-def make_client(env: dict[str, str]) -> Celery:
-    """A publishing app with the kit's topology (tasks sent by name)."""
-    settings = s_mod.load(env)
-    app = Celery("bulk-test-client", set_as_current=False)
-    app.conf.update(ca.build_config(settings))
-    return app
 
 
 def queued_messages(rabbitmq, queue: str) -> list:

@@ -8,7 +8,8 @@ import json
 import pytest
 from kombu import Exchange, Queue
 
-from bulkhelpers import Proxy, make_client, queued_messages, task_ids
+from bulkhelpers import Proxy, queued_messages, task_ids
+from workers import make_client
 from celery_stack_app.bulk import BulkPublisher, BulkPublishError
 
 pytestmark = pytest.mark.integration

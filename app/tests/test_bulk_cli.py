@@ -11,10 +11,11 @@ import mongomock.gridfs
 import pytest
 from click.testing import CliRunner
 
-from bulkhelpers import make_client, queued_messages, task_ids
+from bulkhelpers import queued_messages, task_ids
 from celery_stack_app import cli, storage
 from celery_stack_app import settings as s_mod
 from conftest import encode, tone
+from workers import make_client
 
 pytestmark = pytest.mark.integration
 mongomock.gridfs.enable_gridfs_integration()

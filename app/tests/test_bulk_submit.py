@@ -9,7 +9,8 @@ import mongomock
 import mongomock.gridfs
 import pytest
 
-from bulkhelpers import make_client, queued_messages, task_ids
+from bulkhelpers import queued_messages, task_ids
+from workers import make_client
 from celery_stack_app import bulk, storage, submit
 from celery_stack_app import settings as s_mod
 from conftest import encode, tone

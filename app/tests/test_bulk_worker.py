@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bulkhelpers import make_client
+from workers import make_client
 from celery_stack_app.bulk import BulkPublisher
 
 pytestmark = pytest.mark.integration

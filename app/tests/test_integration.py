@@ -14,11 +14,8 @@ import sys
 import time
 
 import pytest
-from celery import Celery
 
-from celery_stack_app import celery_app as ca
-from celery_stack_app import settings as s_mod
-from workers import Worker
+from workers import Worker, make_client
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +49,6 @@ def queue_depth(rabbitmq, name: str) -> int:
     finally:
         conn.close()
 
-
-def make_client(env: dict[str, str]) -> Celery:
-    """A publishing app with the same topology as the worker (tasks sent by name)."""
-    settings = s_mod.load(env)
-    app = Celery("itest-client", set_as_current=False)
-    app.conf.update(ca.build_config(settings))
-    return app
 
 
 @pytest.fixture(scope="module")

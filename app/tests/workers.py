@@ -9,6 +9,11 @@ import sys
 import tempfile
 import time
 
+from celery import Celery
+
+from celery_stack_app import celery_app as ca
+from celery_stack_app import settings as s_mod
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -99,3 +104,11 @@ class Worker:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def make_client(env: dict[str, str]) -> Celery:
+    """A publishing app with the workers' topology (tasks sent by name)."""
+    settings = s_mod.load(env)
+    app = Celery("test-client", set_as_current=False)
+    app.conf.update(ca.build_config(settings))
+    return app
