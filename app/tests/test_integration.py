@@ -281,3 +281,24 @@ def test_beat_schedules_website_checks_from_the_config_file(worker, integration_
         beat.terminate()
         beat.wait(timeout=30)
         server.shutdown()
+
+
+def prefetch_count(client, node: str) -> int:
+    stats = client.control.inspect(destination=[node], timeout=5).stats() or {}
+    return stats[node]["prefetch_count"]
+
+
+def test_prefetch_follows_the_queues_unless_given(worker, integration_env, clean_env, client):
+    """-Q long (or all queues) -> 1 per process; short-only -> the short multiplier; the flag wins."""
+    import socket
+
+    host = socket.gethostname()
+    assert prefetch_count(client, f"itest@{host}") == 2 * 1           # short,long: 2 processes x 1
+    env = {**clean_env, **integration_env, "CELERY_STACK_SHORT_PREFETCH_MULTIPLIER": "5"}
+    for name, extra, expected in (("pf-short", [], 2 * 5), ("pf-flag", ["--prefetch-multiplier", "3"], 2 * 3)):
+        w = Worker(env, queues="short", concurrency=2, name=name, extra_args=extra).start()
+        try:
+            assert prefetch_count(client, f"{name}@{host}") == expected, name
+        finally:
+            w.stop()
+            w.cleanup()

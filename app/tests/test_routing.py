@@ -81,7 +81,7 @@ def test_task_time_limits_per_queue_class():
 
 
 @pytest.mark.parametrize("queues,expected", [
-    (None, 1), (["long"], 1), (["short", "long"], 1), (["short"], 4)])
+    (None, 1), (["long"], 1), (["short", "long"], 1), (["short"], 16)])
 def test_prefetch_one_wherever_long_tasks_run(queues, expected):
     cfg = s.load({})
     assert ca.prefetch_for(cfg, queues) == expected

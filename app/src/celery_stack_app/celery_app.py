@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import click
 from celery import Celery, bootsteps, signals
 from celery.worker.consumer import Consumer
 from kombu import Exchange, Queue
@@ -113,7 +114,7 @@ def build_config(s: Settings) -> dict[str, Any]:
         task_acks_on_failure_or_timeout=True,          # a failed or timed-out task is not redelivered
         # with acks_late a lost connection redelivers the message anyway: stop the copy here
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        worker_prefetch_multiplier=s.long_prefetch_multiplier,  # refined per worker in _on_celeryd_init
+        worker_prefetch_multiplier=s.long_prefetch_multiplier,  # refined per worker in _on_worker_init
         # -- resource limits (seeds 000, 003) --
         task_soft_time_limit=s.short_soft_time_limit,  # defaults; long tasks set their own
         task_time_limit=s.short_time_limit,
@@ -206,13 +207,23 @@ app.steps["worker"].add(TopologyStep)
 
 
 @signals.celeryd_init.connect
-def _on_celeryd_init(sender=None, conf=None, options=None, **_):
-    queues = (options or {}).get("queues")
-    if isinstance(queues, str):
-        queues = [q.strip() for q in queues.split(",") if q.strip()]
-    conf.worker_prefetch_multiplier = prefetch_for(settings, queues)
+def _on_celeryd_init(**_):
     for name in settings_mod.unknown_variables():
         log.warning("%s names no setting of celery-stack-app (typo?); ignored", name)
+
+
+@signals.worker_init.connect
+def _on_worker_init(sender=None, **_):
+    """Prefetch from the queues consumed, unless ``--prefetch-multiplier`` was given.
+
+    ``worker_init`` comes after the worker read its options and before its
+    consumer exists: the only point where this takes effect (the CLI has
+    already copied ``worker_prefetch_multiplier`` when ``celeryd_init`` runs).
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.get_parameter_source("prefetch_multiplier") is not click.core.ParameterSource.DEFAULT:
+        return  # given on the command line, or a worker started from Python with its own options
+    sender.prefetch_multiplier = prefetch_for(settings, list(sender.app.amqp.queues.consume_from))
 
 
 @signals.worker_process_init.connect

@@ -221,8 +221,9 @@ class Settings:
     long_time_limit: int = _field(
         600, _int(1), "Hard time limit (s) of long tasks; kept below the broker's consumer timeout.")
     short_prefetch_multiplier: int = _field(
-        4, _int(1, 1000),
-        "Prefetch of a worker consuming only short tasks: many tiny tasks gain from a few in flight.")
+        16, _int(1, 1000),
+        "Prefetch of a worker consuming only short tasks: many tiny tasks gain from many in flight "
+        "(bench/confirms: late acks on quorum queues need a deep prefetch).")
     long_prefetch_multiplier: int = _field(
         1, _int(1, 1000),
         "Prefetch of a worker consuming long tasks: 1, so a long task never waits behind another "
