@@ -125,6 +125,21 @@ def test_beat_runs_on_exactly_one_host_per_application(node, group_hosts):
         assert "celerybeat-schedule" in schedule
 
 
+def test_first_deploy_starts_each_unit_once(node, inventory, group_hosts):
+    """Converge and idempotence started every pool and beat exactly once: no restart of fresh units."""
+    beat = DEFAULTS["celery_worker_beat_unit"] + ".service"
+    for name in worker_hosts(group_hosts):
+        host = node(name)
+        units = [f"{PREFIX}-{pool['name']}.service" for pool in pools_of(inventory, name)]
+        if host.file(f"/etc/systemd/system/{beat}").exists:
+            units.append(beat)
+        for unit in units:
+            lines = host.run(f"journalctl -u {unit} --no-pager -o cat").stdout.splitlines()
+            starts = [line for line in lines if line.startswith("Started ")]
+            stops = [line for line in lines if line.startswith(("Stopping ", "Stopped "))]
+            assert len(starts) == 1 and not stops, f"{name} {unit}: {starts + stops}"
+
+
 def test_environment_file_is_private(node, group_hosts):
     for name in worker_hosts(group_hosts):
         env = node(name).file("/etc/celery-stack/celery-worker.env")
