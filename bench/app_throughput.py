@@ -31,7 +31,6 @@ asserts nothing.
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import json
 import os
@@ -47,7 +46,10 @@ sys.path.insert(0, os.path.join(ROOT, "app", "tests"))
 sys.path.insert(0, HERE)
 
 from broker import RabbitMQ  # noqa: E402
+import stamps  # noqa: E402
 from workers import Worker  # noqa: E402
+
+STAMPS = "stamps.*"  # the stamp files of bench_tasks.py
 
 
 def pct(values: list[float], p: float) -> float:
@@ -56,26 +58,6 @@ def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
     return values[k]
-
-
-def read_stamps(out_dir: str) -> list[tuple[float, float]]:
-    rows = []
-    for path in glob.glob(os.path.join(out_dir, "stamps.*")):
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2:
-                    rows.append((float(parts[0]), float(parts[1])))
-    return rows
-
-
-def wait_stamps(out_dir: str, n: int, timeout: float) -> list[tuple[float, float]]:
-    deadline = time.monotonic() + timeout
-    rows = read_stamps(out_dir)
-    while len(rows) < n and time.monotonic() < deadline:
-        time.sleep(0.2)
-        rows = read_stamps(out_dir)
-    return rows
 
 
 #: tuned settings with one thing changed (each on its own queues), to explain costs
@@ -164,14 +146,13 @@ class CeleryConfig:
     def start(self) -> None:
         self.worker.start(ready=self._consuming)
         self.send(time.time())  # warm up the connection, pool and worker
-        wait_stamps(self.out_dir, 1, 30)
+        stamps.wait(self.out_dir, STAMPS, 1, 30, interval=0.2)
 
     def send(self, t: float) -> None:
         self.app.send_task("bench.stamp", args=(t,), **self.options)
 
     def _reset(self) -> None:
-        for f in glob.glob(os.path.join(self.out_dir, "stamps.*")):
-            os.truncate(f, 0)
+        stamps.clear(self.out_dir, STAMPS)
 
     def measure(self, n_burst: int, n_paced: int, rate: float) -> dict:
         self._reset()
@@ -179,7 +160,7 @@ class CeleryConfig:
         for _ in range(n_burst):
             self.send(time.time())
         t1 = time.time()
-        burst = wait_stamps(self.out_dir, n_burst, 120)
+        burst = stamps.wait(self.out_dir, STAMPS, n_burst, 120, interval=0.2)
         time.sleep(0.3)
         self._reset()
         next_t = time.monotonic()
@@ -187,7 +168,7 @@ class CeleryConfig:
             self.send(time.time())
             next_t += 1.0 / rate
             time.sleep(max(0.0, next_t - time.monotonic()))
-        paced = wait_stamps(self.out_dir, n_paced, 60)
+        paced = stamps.wait(self.out_dir, STAMPS, n_paced, 60, interval=0.2)
         return summarize(self.name, burst, n_burst, t0, t1, paced)
 
     def stop(self) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import glob
 import json
 import os
 import platform
@@ -40,6 +39,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))  # bench/: stamps.py
 try:
     import celery_stack_app  # noqa: F401
 except ImportError:
@@ -51,6 +51,7 @@ from kombu.utils.url import parse_url  # noqa: E402
 
 import brokers  # noqa: E402
 import gate  # noqa: E402
+import stamps  # noqa: E402
 from celery_stack_app import celery_app as ca  # noqa: E402
 from celery_stack_app import settings as s_mod  # noqa: E402
 from celery_stack_app.bulk import BulkPublisher  # noqa: E402
@@ -270,23 +271,11 @@ class BenchWorker:
                 pass
 
 
-def read_marks(markdir: str) -> list[tuple[float, float]]:
-    out = []
-    for path in glob.glob(os.path.join(markdir, "done-*.txt")):
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2:
-                    out.append((float(parts[0]), float(parts[1])))
-    return out
+MARKS = "done-*.txt"  # the stamp files of benchtasks.py
 
 
 def wait_marks(markdir: str, n: int, timeout: float) -> list[tuple[float, float]]:
-    deadline = time.monotonic() + timeout
-    marks = read_marks(markdir)
-    while len(marks) < n and time.monotonic() < deadline:
-        time.sleep(0.05)
-        marks = read_marks(markdir)
+    marks = stamps.wait(markdir, MARKS, n, timeout)
     if len(marks) < n:
         raise RuntimeError(f"only {len(marks)}/{n} tasks done within {timeout} s")
     return marks
@@ -424,8 +413,7 @@ def e2e(url: str, publisher: str, spec: WorkerSpec, n: int) -> dict:
             app.send_task("bench.tick", (), {"sent_at": time.time()}, queue=q)
         worker = BenchWorker(spec, url, q, markdir).start()
         wait_marks(markdir, 1, 60)
-        for path in glob.glob(os.path.join(markdir, "done-*.txt")):
-            os.truncate(path, 0)
+        stamps.clear(markdir, MARKS)
         t0 = time.time()
         if publisher == "bulk":
             with BulkPublisher(app, urls=[url]) as pub:
