@@ -116,16 +116,10 @@ def test_guest_refused(address):
         connect(address(HOST), "guest", "guest")
 
 
-@pytest.mark.parametrize("extra_vars,message", [
-    ({"rabbitmq_erlang_cookie": "too-short"}, "rabbitmq_erlang_cookie is required"),
-    ({"rabbitmq_applications": [{"name": "bad", "vhost": "bad", "password": "p" * 16,
-                                 "queue_policy": {"overflow": "drop-tail"}}]},
-     "overflow must be one of drop-head, reject-publish, reject-publish-dlx (got 'drop-tail')"),
-    ({"rabbitmq_applications": [{"name": "nopass", "vhost": "nopass", "password": "short"}]},
-     "rabbitmq application 'nopass' is invalid"),
-])
-def test_assert_fails_early_with_a_readable_message(extra_vars, message):
-    """The role refuses bad input before touching the node, and says why."""
+def converge(extra_vars: dict) -> tuple[int, str]:
+    """Run the scenario's converge playbook again against Molecule's
+    inventory with extra variables; return its exit code and its output
+    (whitespace collapsed, so that wrapped messages read as one line)."""
     scenario = pathlib.Path(__file__).resolve().parents[1]
     project = scenario.parents[1]
     playbook_bin = pathlib.Path(sys.executable).parent / "ansible-playbook"
@@ -137,7 +131,49 @@ def test_assert_fails_early_with_a_readable_message(extra_vars, message):
          "-e", json.dumps(extra_vars)],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )
-    output = " ".join((run.stdout + run.stderr).split())
-    assert run.returncode != 0, output[-2000:]
+    return run.returncode, " ".join((run.stdout + run.stderr).split())
+
+
+@pytest.mark.parametrize("extra_vars,message", [
+    ({"rabbitmq_erlang_cookie": "too-short"}, "rabbitmq_erlang_cookie is required"),
+    ({"rabbitmq_applications": [{"name": "bad", "vhost": "bad", "password": "p" * 16,
+                                 "queue_policy": {"overflow": "drop-tail"}}]},
+     "overflow must be one of drop-head, reject-publish, reject-publish-dlx (got 'drop-tail')"),
+    ({"rabbitmq_applications": [{"name": "nopass", "vhost": "nopass", "password": "short"}]},
+     "rabbitmq application 'nopass' is invalid"),
+])
+def test_assert_fails_early_with_a_readable_message(extra_vars, message):
+    """The role refuses bad input before touching the node, and says why."""
+    returncode, output = converge(extra_vars)
+    assert returncode != 0, output[-2000:]
     assert message in output, output[-2000:]
     assert "Install |" not in output
+
+
+@pytest.mark.disruptive
+def test_team_source_refuses_to_skip_from_3_10_to_4_3_before_adding_repositories(host):
+    """Switching this 3.10.8 node to Team RabbitMQ's 4.3 pins would skip six
+    release series: the role stops before any repository or pin is written,
+    names the supported path and leaves the running broker alone.
+
+    Marked disruptive because it runs the role against the node again; when
+    the refusal works it changes nothing.
+    """
+    returncode, output = converge({"rabbitmq_install_source": "team"})
+    assert returncode != 0, output[-3000:]
+    assert "rabbitmq-server 3.10.8 is installed" in output, output[-3000:]
+    assert "rabbitmq_team_version=4.3.*" in output, output[-3000:]
+    assert ("skips release series; the supported path is "
+            "3.10 -> 3.11 -> 3.12 -> 3.13 -> 4.0 -> 4.1 -> 4.2 -> 4.3") in output, output[-3000:]
+    assert "all stable feature flags enabled before each step" in output
+    assert "blue-green deployment" in output
+    assert "https://www.rabbitmq.com/docs/upgrade" in output
+    # Stopped before install.yml: no task of it ran, nothing was written.
+    assert "Install |" not in output
+    sources = host.run("ls -1 /etc/apt/sources.list.d")
+    assert sources.rc == 0, sources.stderr
+    assert not [name for name in sources.stdout.split() if "rabbitmq" in name], sources.stdout
+    assert not host.file("/etc/apt/preferences.d/rabbitmq").exists
+    assert host.check_output("dpkg-query --show --showformat='${Version}' rabbitmq-server").startswith("3.10.8")
+    assert host.service("rabbitmq-server").is_running
+    assert host.check_output("rabbitmqctl -q version").startswith("3.10.8")
