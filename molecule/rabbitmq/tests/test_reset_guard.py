@@ -26,6 +26,13 @@ API = "http://127.0.0.1:15672/api"
 pytestmark = pytest.mark.disruptive
 
 
+@pytest.fixture(scope="module")
+def hosts(group_hosts):
+    names = group_hosts("rabbitmq")
+    assert len(names) == 3
+    return names
+
+
 def converge(*extra_args: str) -> subprocess.CompletedProcess:
     """Run the scenario's converge playbook against Molecule's inventory."""
     inventory = pathlib.Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
