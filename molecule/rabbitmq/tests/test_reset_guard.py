@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 
 import pytest
@@ -39,7 +40,15 @@ def converge(*extra_args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(SCENARIO_DIR / "converge.yml"), *extra_args],
         capture_output=True, text=True, timeout=900, check=False,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
     )
+
+
+def words(result: subprocess.CompletedProcess) -> str:
+    """What a run printed (both streams), colours stripped and white space folded:
+    the result callback may colour, fold or send a failure to stderr."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + "\n" + result.stderr)
+    return " ".join(text.split())
 
 
 def run(host, command: str) -> str:
@@ -86,9 +95,8 @@ def test_node_holding_messages_in_an_app_vhost_is_not_reset(node, hosts):
 
     refused = converge()
     assert refused.returncode != 0, refused.stdout[-3000:]
-    # The result callback may fold long messages across lines: compare words.
-    output = " ".join(refused.stdout.split())
-    assert f"REFUSED: {hosts[2]}" in output, refused.stdout[-3000:]
+    output = words(refused)
+    assert f"REFUSED: {hosts[2]}" in output, output[-3000:]
     assert f"1 queue(s) holding {MESSAGES} message(s)" in output
     assert f"{VHOST}; users other than guest: none" in output
     # Nothing was touched: still alone, still holding every message.
