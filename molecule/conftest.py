@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
+import time
 
 import pytest
 import testinfra
@@ -103,3 +105,75 @@ def address():
         pytest.fail(f"container {name} has no network address")
 
     return lookup
+
+
+class PlaybookRun:
+    """What one ansible-playbook run returned and printed."""
+
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.returncode = proc.returncode
+        self.stdout, self.stderr = proc.stdout, proc.stderr
+
+    @property
+    def words(self) -> str:
+        """Both output streams, colours stripped and white space folded: the
+        result callback may colour, fold or send a failure to stderr."""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", self.stdout + "\n" + self.stderr)
+        return " ".join(text.split())
+
+    @property
+    def tail(self) -> str:
+        return self.words[-3000:]
+
+
+@pytest.fixture(scope="session")
+def converge():
+    """Run the scenario's converge playbook again, against Molecule's
+    inventory, with extra ansible-playbook arguments (``-e ...``)."""
+    scenario = pathlib.Path(_require_env("MOLECULE_SCENARIO_DIRECTORY"))
+    inventory = pathlib.Path(_require_env("MOLECULE_INVENTORY_FILE")).parent
+
+    def run(*extra_args: str, timeout: float = 1200) -> PlaybookRun:
+        return PlaybookRun(subprocess.run(
+            ["ansible-playbook", "-i", str(inventory), str(scenario / "converge.yml"), *extra_args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+        ))
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def recreate_container():
+    """Destroy a scenario machine and start an empty one under the same name,
+    from the platform entry of the scenario's molecule.yml (a re-imaged host)."""
+    scenario = pathlib.Path(_require_env("MOLECULE_SCENARIO_DIRECTORY"))
+    platforms = {p["name"]: p for p in yaml.safe_load((scenario / "molecule.yml").read_text())["platforms"]}
+
+    def recreate(name: str) -> None:
+        platform = platforms[name]
+        subprocess.run(["podman", "rm", "--force", "--time", "20", name], check=True, capture_output=True)
+        argv = ["podman", "run", "--detach", "--name", name, "--hostname", platform.get("hostname", name)]
+        if platform.get("network"):
+            argv += ["--network", platform["network"]]
+        if platform.get("privileged"):
+            argv.append("--privileged")
+        if platform.get("systemd"):
+            argv.append(f"--systemd={platform['systemd']}")
+        argv += [platform["image"], *platform.get("command", "/sbin/init").split()]
+        subprocess.run(argv, check=True, capture_output=True, text=True)
+        for _ in range(60):
+            state = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running"],
+                                   capture_output=True, text=True, check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                return
+            time.sleep(1)
+        pytest.fail(f"{name} did not boot (systemd: {state!r})")
+
+    return recreate
+
+
+def pytest_collection_modifyitems(items):
+    """Disruptive tests (they stop, reset or replace machines) run after every
+    read-only check, in their collection order."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)

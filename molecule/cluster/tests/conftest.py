@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 from collections import Counter
 
 import amqp
 import pytest
-from cluster_helpers import APP_USER, APP_VENV, SCRIPTS, SLOW_PORT, VHOST, http, podman, wait_for
+from cluster_helpers import (APP_USER, APP_VENV, SCRIPTS, SLOW_PORT, VHOST, http, new_prefix, podman, report,
+                             wait_for)
 
 @pytest.fixture(scope="session")
 def workers(group_hosts):
@@ -178,3 +180,80 @@ def slow_server(flower_host, address):
     pid = podman("exec", flower_host, "cat", "/tmp/cluster-tests/slow_http.pid", check=False).stdout.strip()
     if pid.isdigit():
         podman("exec", flower_host, "kill", pid, check=False)
+
+
+class SteadyStream:
+    """A steady stream of no-op tasks published through HAProxy with publisher
+    confirms by tests/scripts/producer.py on a worker host, and the reckoning
+    at the end: every confirmed task must have been executed."""
+
+    NOOP = "celery_stack_app.noop"
+    RATE = "40"            # tasks per second at most: a steady stream, not a benchmark
+    MAX_SECONDS = "900"    # the producer's own bound; tests stop it much earlier
+    OUT, STOP = "/tmp/cluster-tests/stream.json", "/tmp/cluster-tests/stream.stop"
+
+    def __init__(self, host: str, run_app_script, executions, journal_suppressed, kind: str):
+        self.host, self._run, self._executions, self._suppressed = host, run_app_script, executions, journal_suppressed
+        self.prefix = new_prefix(kind)
+        self.since = time.time()
+
+    def start(self) -> SteadyStream:
+        podman("exec", self.host, "rm", "-f", self.OUT, self.STOP)
+        self._run(self.host, "producer.py", "stream", self.NOOP, "short", self.prefix, self.OUT, self.STOP,
+                  self.RATE, self.MAX_SECONDS, detach=True)
+        return self
+
+    def progress(self) -> dict | None:
+        proc = podman("exec", self.host, "cat", self.OUT, check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
+
+    def confirmed_at_least(self, count: int, timeout: float, what: str) -> int:
+        """Wait until ``count`` tasks are confirmed; the confirmed count then."""
+        return wait_for(lambda: (p := self.progress()) is not None and p["confirmed_count"] >= count and p,
+                        timeout, interval=2, what=what)["confirmed_count"]
+
+    def finish(self, name: str, extra: dict) -> dict:
+        """Stop the producer, wait until every confirmed task ran, report the
+        counts under ``name`` (with ``extra``) and return them."""
+        podman("exec", self.host, "touch", self.STOP)
+        final = wait_for(lambda: (p := self.progress()) is not None and p["done"] and p, 120,
+                         what="the producer to stop")
+        confirmed = set(final["confirmed"])
+
+        def all_executed():
+            seen = self._executions(self.prefix, self.since)
+            done = set().union(*(set(c) for c in seen.values()))
+            return seen if confirmed <= done else None
+
+        try:
+            wait_for(all_executed, 300, interval=5, what="every confirmed task to be executed")
+        finally:
+            seen = self._executions(self.prefix, self.since)
+            runs: Counter = Counter()
+            for counts in seen.values():
+                runs.update(counts)
+            executed = set(runs)
+            figures = {
+                **extra,
+                "published_attempts": len(confirmed) + len(final["failed"]),
+                "confirmed": len(confirmed), "refused_or_failed_publishes": len(final["failed"]),
+                "executed_unique": len(executed), "executed_total": sum(runs.values()),
+                "duplicates": sum(n - 1 for n in runs.values() if n > 1),
+                "confirmed_not_executed": len(confirmed - executed),
+                "executed_per_host": {h: sum(c.values()) for h, c in seen.items()},
+                "failed_examples": dict(list(final["failed"].items())[:3]),
+            }
+            report(name, figures)
+        assert not self._suppressed(self.since), "journald suppressed worker lines: the execution counts are unreliable"
+        assert confirmed <= executed, f"{len(confirmed - executed)} confirmed task(s) never executed"
+        return figures
+
+
+@pytest.fixture()
+def steady_stream(workers, run_app_script, executions, journal_suppressed):
+    """Start a steady stream of tasks from the first worker host: ``steady_stream(kind)``."""
+
+    def start(kind: str) -> SteadyStream:
+        return SteadyStream(workers[0], run_app_script, executions, journal_suppressed, kind).start()
+
+    return start

@@ -11,14 +11,9 @@ joins: the cluster is three again.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import re
-import subprocess
 
 import pytest
 
-SCENARIO_DIR = pathlib.Path(__file__).resolve().parents[1]
 VHOST = "alpha"
 QUEUE = "held.by.standalone"
 MESSAGES = 50
@@ -32,23 +27,6 @@ def hosts(group_hosts):
     names = group_hosts("rabbitmq")
     assert len(names) == 3
     return names
-
-
-def converge(*extra_args: str) -> subprocess.CompletedProcess:
-    """Run the scenario's converge playbook against Molecule's inventory."""
-    inventory = pathlib.Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(SCENARIO_DIR / "converge.yml"), *extra_args],
-        capture_output=True, text=True, timeout=900, check=False,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-    )
-
-
-def words(result: subprocess.CompletedProcess) -> str:
-    """What a run printed (both streams), colours stripped and white space folded:
-    the result callback may colour, fold or send a failure to stderr."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + "\n" + result.stderr)
-    return " ".join(text.split())
 
 
 def run(host, command: str) -> str:
@@ -87,16 +65,16 @@ def make_standalone_with_data(host) -> None:
               f"{API}/exchanges/{VHOST}/amq.default/publish >/dev/null || exit 1; done")
 
 
-def test_node_holding_messages_in_an_app_vhost_is_not_reset(node, hosts):
+def test_node_holding_messages_in_an_app_vhost_is_not_reset(node, hosts, converge):
     first, standalone = node(hosts[0]), node(hosts[2])
     make_standalone_with_data(standalone)
     assert running_nodes(standalone) == {f"rabbit@{hosts[2]}"}
     assert queue_depths(standalone, VHOST) == {QUEUE: MESSAGES}
 
     refused = converge()
-    assert refused.returncode != 0, refused.stdout[-3000:]
-    output = words(refused)
-    assert f"REFUSED: {hosts[2]}" in output, output[-3000:]
+    assert refused.returncode != 0, refused.tail
+    output = refused.words
+    assert f"REFUSED: {hosts[2]}" in output, refused.tail
     assert f"1 queue(s) holding {MESSAGES} message(s)" in output
     assert f"{VHOST}; users other than guest: none" in output
     # Nothing was touched: still alone, still holding every message.
@@ -106,7 +84,7 @@ def test_node_holding_messages_in_an_app_vhost_is_not_reset(node, hosts):
 
     # The operator names the host: it is reset (its data deleted) and joins.
     allowed = converge("-e", json.dumps({"rabbitmq_cluster_allow_reset": [hosts[2]]}))
-    assert allowed.returncode == 0, allowed.stdout[-3000:]
+    assert allowed.returncode == 0, allowed.tail
     expected = {f"rabbit@{name}" for name in hosts}
     for name in hosts:
         assert running_nodes(node(name)) == expected, name
