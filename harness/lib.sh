@@ -11,7 +11,10 @@ export ANSIBLE_CONFIG="$CELERY_STACK_ROOT/ansible.cfg"
 export ANSIBLE_ROLES_PATH="$CELERY_STACK_ROOT/roles"
 export PATH="$CELERY_STACK_VENV/bin:$PATH"
 # Debian versions the images are built for; the first is the primary one.
-CELERY_STACK_SUITES=(trixie bookworm)
+CELERY_STACK_SUITES=(trixie bookworm forky)
+# Debian testing: newest RabbitMQ (4.3 on Erlang 29); its images accept
+# Release files past their Valid-Until date.
+CELERY_STACK_TESTING_SUITES=(forky)
 CELERY_STACK_IMAGE_PREFIX="localhost/celery-stack-base"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
