@@ -160,6 +160,7 @@ def recreate_container():
             argv.append("--privileged")
         if platform.get("systemd"):
             argv.append(f"--systemd={platform['systemd']}")
+        argv += platform.get("extra_opts", [])
         argv += [platform["image"], *platform.get("command", "/sbin/init").split()]
         subprocess.run(argv, check=True, capture_output=True, text=True)
         for _ in range(60):
