@@ -1,0 +1,127 @@
+"""Day two of roles/celery_worker (disruptive, last): a setting change that
+rewrites every pool unit and a beat host move, converged on the sample
+application's workers. The pools restart one host at a time (each host's
+stop-to-start window ends before the next host's begins) while every queue
+keeps a consumer, the old beat stops before the new one starts, and a second
+converge changes nothing. Figures in .cache/celery_worker/rolling.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import threading
+import time
+
+import pytest
+
+from conftest import BROKER
+from test_celery_worker import DEFAULTS, GRACE, PREFIX, pools_of
+
+pytestmark = pytest.mark.disruptive
+# systemd's catalog ids of "Stopping <unit>" and "Started <unit>" messages.
+STOPPING = "de5b426a63be47a7b6ac3eaac82e2f6f"
+STARTED = "39f53479d3a045ac8e11786248231fbf"
+BEAT = DEFAULTS["celery_worker_beat_unit"] + ".service"
+QUEUES = ("short", "long")
+REPORT = pathlib.Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", ".")) / ".cache" / "celery_worker" / "rolling.json"
+
+
+def unit_events(host, units: list[str], since: float) -> list[tuple[float, str, str]]:
+    """(time, unit, "stop"|"start") of the units' job messages since ``since``."""
+    args = " ".join(f"-u {unit}" for unit in units)
+    out = host.run(f"journalctl {args} -o json --no-pager --since @{int(since)}").stdout
+    events = []
+    for line in out.splitlines():
+        entry = json.loads(line)
+        kind = {STOPPING: "stop", STARTED: "start"}.get(entry.get("MESSAGE_ID"))
+        if kind:
+            events.append((int(entry["__REALTIME_TIMESTAMP"]) / 1e6, entry.get("UNIT", ""), kind))
+    return sorted(events)
+
+
+class ConsumerWatch(threading.Thread):
+    """Samples the consumer count of the sample app's queues on the broker
+    until stopped; records the samples where a queue had none."""
+
+    def __init__(self, broker):
+        super().__init__(daemon=True)
+        self.broker, self.samples, self.empty = broker, 0, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            out = self.broker.run("rabbitmqctl -q list_queues -p sample name consumers --formatter json")
+            if out.rc == 0:
+                counts = {q["name"]: q["consumers"] for q in json.loads(out.stdout)}
+                self.samples += 1
+                self.empty += [(time.time(), q) for q in QUEUES if counts.get(q, 0) == 0]
+            self.done.wait(0.5)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(30)
+
+
+def recap_changed(words: str) -> dict[str, int]:
+    return {host: int(changed) for host, changed in re.findall(r"(\S+) : ok=\d+ changed=(\d+)", words)}
+
+
+def test_setting_change_and_beat_move_roll_one_host_at_a_time(node, inventory, group_hosts, converge):
+    hosts = group_hosts("celery_worker")
+    old_beat, new_beat = hosts[0], hosts[1]
+    units = [f"{PREFIX}-{queue}.service" for queue in QUEUES]
+    args = ("--limit", "celery_worker", "-e", f"celery_worker_stop_grace={GRACE + 5}",
+            "-e", f"celery_worker_beat_host={new_beat}")
+    watch = ConsumerWatch(node(BROKER))
+    since = time.time()
+    watch.start()
+    started = time.monotonic()
+    result = converge(*args)
+    converge_seconds = round(time.monotonic() - started, 1)
+    watch.stop()
+    assert result.returncode == 0, result.tail
+
+    windows = {}
+    for name in hosts:
+        events = unit_events(node(name), units, since)
+        for unit in units:
+            kinds = [kind for _, u, kind in events if u == unit]
+            assert kinds == ["stop", "start"], (name, unit, events)
+        windows[name] = (events[0][0], events[-1][0])
+    order = sorted(hosts, key=lambda h: windows[h][0])
+    overlaps = [(a, b) for a, b in zip(order, order[1:]) if windows[b][0] < windows[a][1]]
+
+    old = unit_events(node(old_beat), [BEAT], since)
+    new = unit_events(node(new_beat), [BEAT], since)
+    assert [kind for _, _, kind in old] == ["stop"], old
+    assert [kind for _, _, kind in new] == ["start"], new
+    running = [h for h in hosts if node(h).run(f"systemctl is-active {BEAT}").stdout.strip() == "active"]
+    assert not node(old_beat).file(f"/etc/systemd/system/{BEAT}").exists
+
+    for name in hosts:
+        for pool in pools_of(inventory, name):
+            unit = node(name).file(f"/etc/systemd/system/{PREFIX}-{pool['name']}.service").content_string
+            assert f"TimeoutStopSec={pool['time_limit'] + GRACE + 5}" in unit, (name, pool["name"])
+        assert not node(name).file(f"/run/{PREFIX}.restart-pending").exists, name
+
+    again = converge(*args)
+    assert again.returncode == 0, again.tail
+    changed = recap_changed(again.words)
+
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps({
+        "converge_seconds": converge_seconds, "restart_order": order,
+        "host_restart_seconds": {h: round(windows[h][1] - windows[h][0], 1) for h in order},
+        "gaps_between_hosts_seconds": [round(windows[b][0] - windows[a][1], 1) for a, b in zip(order, order[1:])],
+        "beat_stopped_on_old_host_before_start_on_new_seconds": round(new[0][0] - old[0][0], 1),
+        "consumer_samples": watch.samples, "samples_without_consumer": len(watch.empty),
+        "second_converge_changed": changed,
+    }, indent=2) + "\n")
+    assert not overlaps, f"hosts restarted their pools at the same time: {overlaps}"
+    assert old[0][0] < new[0][0], "the new beat started before the old one stopped"
+    assert running == [new_beat], f"beat active on {running}"
+    assert watch.samples > 0, "the consumer counts were never read"
+    assert not watch.empty, f"queues without a consumer during the rolling restart: {watch.empty[:10]}"
+    assert changed and set(changed.values()) == {0}, changed
