@@ -36,7 +36,8 @@ def unit_events(host, units: list[str], since: float) -> list[tuple[float, str, 
     for line in out.splitlines():
         entry = json.loads(line)
         kind = {STOPPING: "stop", STARTED: "start"}.get(entry.get("MESSAGE_ID"))
-        if kind:
+        # journalctl --since has whole seconds: drop what came before ``since``.
+        if kind and int(entry["__REALTIME_TIMESTAMP"]) / 1e6 >= since:
             events.append((int(entry["__REALTIME_TIMESTAMP"]) / 1e6, entry.get("UNIT", ""), kind))
     return sorted(events)
 
