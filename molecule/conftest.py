@@ -13,6 +13,7 @@ import os
 import pathlib
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -178,3 +179,83 @@ def pytest_collection_modifyitems(items):
     """Disruptive tests (they stop, reset or replace machines) run after every
     read-only check, in their collection order."""
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
+class Sampler(threading.Thread):
+    """Calls ``read()`` every ``interval`` seconds until stopped and keeps
+    (time, value) samples; a read that raises is kept as (time, None)."""
+
+    def __init__(self, read, interval: float):
+        super().__init__(daemon=True)
+        self.read, self.interval = read, interval
+        self.samples: list[tuple[float, object]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                value = self.read()
+            except Exception:  # noqa: BLE001 (an unreadable sample is kept as None, not hidden)
+                value = None
+            self.samples.append((time.time(), value))
+            self.done.wait(self.interval)
+
+    def stop(self) -> Sampler:
+        self.done.set()
+        self.join(60)
+        return self
+
+    def longest_run(self, matches) -> float:
+        """Seconds of the longest run of consecutive read samples for which
+        ``matches(value)`` holds (unreadable samples neither end nor extend one)."""
+        longest, begun = 0.0, None
+        for at, value in self.samples:
+            if value is None:
+                continue
+            if matches(value):
+                begun = at if begun is None else begun
+                longest = max(longest, at - begun)
+            else:
+                begun = None
+        return round(longest, 1)
+
+
+@pytest.fixture()
+def sampler():
+    """``sampler(read, interval)``: a started Sampler, stopped at teardown."""
+    started: list[Sampler] = []
+
+    def start(read, interval: float = 0.5) -> Sampler:
+        started.append(Sampler(read, interval))
+        started[-1].start()
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.stop()
+
+
+# systemd's catalog ids of the "Stopping <unit>" and "Started <unit>" messages.
+_JOB_MESSAGES = {"de5b426a63be47a7b6ac3eaac82e2f6f": "stop", "39f53479d3a045ac8e11786248231fbf": "start"}
+
+
+@pytest.fixture(scope="session")
+def unit_events():
+    """``unit_events(container, units, since)``: (time, unit, "stop"|"start")
+    of systemd's job messages for ``units`` at or after ``since``, in order."""
+
+    def read(container: str, units: list[str], since: float) -> list[tuple[float, str, str]]:
+        argv = ["podman", "exec", container, "journalctl", "-o", "json", "--no-pager", "--since", f"@{int(since)}"]
+        for unit in units:
+            argv += ["-u", unit]
+        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        events = []
+        for line in out.splitlines():
+            entry = json.loads(line)
+            kind = _JOB_MESSAGES.get(entry.get("MESSAGE_ID"))
+            at = int(entry["__REALTIME_TIMESTAMP"]) / 1e6
+            if kind and at >= since:  # --since has whole seconds
+                events.append((at, entry.get("UNIT", ""), kind))
+        return sorted(events)
+
+    return read

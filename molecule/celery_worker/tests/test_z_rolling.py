@@ -11,7 +11,6 @@ import json
 import os
 import pathlib
 import re
-import threading
 import time
 
 import pytest
@@ -20,73 +19,42 @@ from conftest import BROKER
 from test_celery_worker import DEFAULTS, GRACE, PREFIX, pools_of
 
 pytestmark = pytest.mark.disruptive
-# systemd's catalog ids of "Stopping <unit>" and "Started <unit>" messages.
-STOPPING = "de5b426a63be47a7b6ac3eaac82e2f6f"
-STARTED = "39f53479d3a045ac8e11786248231fbf"
 BEAT = DEFAULTS["celery_worker_beat_unit"] + ".service"
 QUEUES = ("short", "long")
 REPORT = pathlib.Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", ".")) / ".cache" / "celery_worker" / "rolling.json"
 
 
-def unit_events(host, units: list[str], since: float) -> list[tuple[float, str, str]]:
-    """(time, unit, "stop"|"start") of the units' job messages since ``since``."""
-    args = " ".join(f"-u {unit}" for unit in units)
-    out = host.run(f"journalctl {args} -o json --no-pager --since @{int(since)}").stdout
-    events = []
-    for line in out.splitlines():
-        entry = json.loads(line)
-        kind = {STOPPING: "stop", STARTED: "start"}.get(entry.get("MESSAGE_ID"))
-        # journalctl --since has whole seconds: drop what came before ``since``.
-        if kind and int(entry["__REALTIME_TIMESTAMP"]) / 1e6 >= since:
-            events.append((int(entry["__REALTIME_TIMESTAMP"]) / 1e6, entry.get("UNIT", ""), kind))
-    return sorted(events)
-
-
-class ConsumerWatch(threading.Thread):
-    """Samples the consumer count of the sample app's queues on the broker
-    until stopped; records the samples where a queue had none."""
-
-    def __init__(self, broker):
-        super().__init__(daemon=True)
-        self.broker, self.samples, self.empty = broker, 0, []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            out = self.broker.run("rabbitmqctl -q list_queues -p sample name consumers --formatter json")
-            if out.rc == 0:
-                counts = {q["name"]: q["consumers"] for q in json.loads(out.stdout)}
-                self.samples += 1
-                self.empty += [(time.time(), q) for q in QUEUES if counts.get(q, 0) == 0]
-            self.done.wait(0.5)
-
-    def stop(self) -> None:
-        self.done.set()
-        self.join(30)
+def consumer_counts(broker) -> dict[str, int]:
+    """Consumers of the sample application's queues, read on the broker."""
+    out = broker.check_output("rabbitmqctl -q list_queues -p sample name consumers --formatter json")
+    counts = {q["name"]: q["consumers"] for q in json.loads(out)}
+    return {queue: counts.get(queue, 0) for queue in QUEUES}
 
 
 def recap_changed(words: str) -> dict[str, int]:
     return {host: int(changed) for host, changed in re.findall(r"(\S+) : ok=\d+ changed=(\d+)", words)}
 
 
-def test_setting_change_and_beat_move_roll_one_host_at_a_time(node, inventory, group_hosts, converge):
+def test_setting_change_and_beat_move_roll_one_host_at_a_time(node, inventory, group_hosts, converge, sampler,
+                                                            unit_events):
     hosts = group_hosts("celery_worker")
     old_beat, new_beat = hosts[0], hosts[1]
     units = [f"{PREFIX}-{queue}.service" for queue in QUEUES]
     args = ("--limit", "celery_worker", "-e", f"celery_worker_stop_grace={GRACE + 5}",
             "-e", f"celery_worker_beat_host={new_beat}")
-    watch = ConsumerWatch(node(BROKER))
     since = time.time()
-    watch.start()
+    watch = sampler(lambda: consumer_counts(node(BROKER)))
     started = time.monotonic()
     result = converge(*args)
     converge_seconds = round(time.monotonic() - started, 1)
     watch.stop()
+    read = [counts for _, counts in watch.samples if counts is not None]
+    empty = [(at, counts) for at, counts in watch.samples if counts is not None and 0 in counts.values()]
     assert result.returncode == 0, result.tail
 
     windows = {}
     for name in hosts:
-        events = unit_events(node(name), units, since)
+        events = unit_events(name, units, since)
         for unit in units:
             kinds = [kind for _, u, kind in events if u == unit]
             assert kinds == ["stop", "start"], (name, unit, events)
@@ -94,8 +62,8 @@ def test_setting_change_and_beat_move_roll_one_host_at_a_time(node, inventory, g
     order = sorted(hosts, key=lambda h: windows[h][0])
     overlaps = [(a, b) for a, b in zip(order, order[1:]) if windows[b][0] < windows[a][1]]
 
-    old = unit_events(node(old_beat), [BEAT], since)
-    new = unit_events(node(new_beat), [BEAT], since)
+    old = unit_events(old_beat, [BEAT], since)
+    new = unit_events(new_beat, [BEAT], since)
     assert [kind for _, _, kind in old] == ["stop"], old
     assert [kind for _, _, kind in new] == ["start"], new
     running = [h for h in hosts if node(h).run(f"systemctl is-active {BEAT}").stdout.strip() == "active"]
@@ -117,12 +85,14 @@ def test_setting_change_and_beat_move_roll_one_host_at_a_time(node, inventory, g
         "host_restart_seconds": {h: round(windows[h][1] - windows[h][0], 1) for h in order},
         "gaps_between_hosts_seconds": [round(windows[b][0] - windows[a][1], 1) for a, b in zip(order, order[1:])],
         "beat_stopped_on_old_host_before_start_on_new_seconds": round(new[0][0] - old[0][0], 1),
-        "consumer_samples": watch.samples, "samples_without_consumer": len(watch.empty),
+        "consumer_samples": len(read), "unreadable_samples": len(watch.samples) - len(read),
+        "samples_with_a_queue_without_consumer": len(empty),
+        "fewest_consumers": {q: min(c[q] for c in read) for q in QUEUES} if read else None,
         "second_converge_changed": changed,
     }, indent=2) + "\n")
     assert not overlaps, f"hosts restarted their pools at the same time: {overlaps}"
     assert old[0][0] < new[0][0], "the new beat started before the old one stopped"
     assert running == [new_beat], f"beat active on {running}"
-    assert watch.samples > 0, "the consumer counts were never read"
-    assert not watch.empty, f"queues without a consumer during the rolling restart: {watch.empty[:10]}"
+    assert len(read) > 10, f"the consumer counts were read {len(read)} times only"
+    assert not empty, f"queues without a consumer during the rolling restart: {empty[:10]}"
     assert changed and set(changed.values()) == {0}, changed

@@ -237,6 +237,7 @@ class SteadyStream:
                 **extra,
                 "published_attempts": len(confirmed) + len(final["failed"]),
                 "confirmed": len(confirmed), "refused_or_failed_publishes": len(final["failed"]),
+                "longest_confirm_wait_seconds": final.get("longest_confirm_wait_seconds"),
                 "executed_unique": len(executed), "executed_total": sum(runs.values()),
                 "duplicates": sum(n - 1 for n in runs.values() if n > 1),
                 "confirmed_not_executed": len(confirmed - executed),

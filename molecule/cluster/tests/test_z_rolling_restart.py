@@ -1,22 +1,29 @@
-"""Rolling broker restart (disruptive): a RabbitMQ setting changes and
-site.yml is converged on the brokers under a steady stream of tasks
-published through HAProxy with publisher confirms. The role restarts the
-nodes one at a time (quorum check, HAProxy drain, maintenance mode, restart,
-wait, revive): from the nodes' journals, no node stops before the previous
-one has started again; every confirmed task is executed; the cluster and
-HAProxy's servers are whole afterwards. Figures in
-.cache/cluster/rolling-restart.json."""
+"""Rolling changes (disruptive, last): under a steady stream of tasks published
+through HAProxy with publisher confirms, site.yml is converged with a RabbitMQ
+setting changed and a new release of the application. The brokers restart
+one at a time (quorum check, HAProxy drain, maintenance mode, restart, wait,
+revive), then the worker hosts' pools one host at a time (each answering
+ping before the next stops). From the journals, no broker and no worker host
+stops before the previous one started again; every confirmed task is
+executed; no queue stays without a consumer longer than one host's pool
+restart; HAProxy's servers are all UP afterwards; a second converge changes
+nothing. Figures in .cache/cluster/rolling-restart.json."""
+
+from __future__ import annotations
 
 import json
+import pathlib
+import re
+import shutil
 import time
 
 import pytest
-from cluster_helpers import podman
+from cluster_helpers import VHOST, podman
 
 pytestmark = pytest.mark.disruptive
-# systemd's catalog ids of "Stopping <unit>" and "Started <unit>" messages.
-STOPPING = "de5b426a63be47a7b6ac3eaac82e2f6f"
-STARTED = "39f53479d3a045ac8e11786248231fbf"
+QUEUES = ("short", "long")
+POOL_UNITS = [f"celery-worker-{queue}.service" for queue in QUEUES]
+BROKER_UNIT = "rabbitmq-server.service"
 # HAProxy's runtime API: the CSV of `show stat` (field 17 is the status).
 SHOW_STAT = (
     "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock');"
@@ -24,38 +31,63 @@ SHOW_STAT = (
 )
 
 
-def unit_events(host: str, since: float) -> list[tuple[float, str]]:
-    """(time, "stop"|"start") of rabbitmq-server's job messages since ``since``."""
-    proc = podman("exec", host, "journalctl", "-u", "rabbitmq-server", "-o", "json", "--no-pager",
-                  "--since", f"@{int(since)}")
-    events = []
-    for line in proc.stdout.splitlines():
-        entry = json.loads(line)
-        kind = {STOPPING: "stop", STARTED: "start"}.get(entry.get("MESSAGE_ID"))
-        # journalctl --since has whole seconds: drop what came before ``since``.
-        if kind and int(entry["__REALTIME_TIMESTAMP"]) / 1e6 >= since:
-            events.append((int(entry["__REALTIME_TIMESTAMP"]) / 1e6, kind))
-    return sorted(events)
+def next_release(tmp_path_factory) -> str:
+    """A copy of the application's source with one changed line: a new release."""
+    source = pathlib.Path(__file__).parents[3] / "app"
+    target = tmp_path_factory.mktemp("release") / "app"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist"))
+    init = target / "src" / "celery_stack_app" / "__init__.py"
+    init.write_text(init.read_text() + f"\n# release rolled out by {__name__}\n")
+    return str(target)
 
 
-def test_setting_change_restarts_brokers_one_at_a_time_without_loss(brokers, lb, converge, steady_stream):
+def windows_of(unit_events, hosts, units, since) -> dict[str, tuple[float, float]]:
+    """Per host, (first stop, last start) of ``units``; each unit stopped and started once."""
+    windows = {}
+    for host in hosts:
+        events = unit_events(host, units, since)
+        for unit in units:
+            assert [kind for _, u, kind in events if u == unit] == ["stop", "start"], (host, unit, events)
+        windows[host] = (events[0][0], events[-1][0])
+    return windows
+
+
+def overlaps(windows) -> list[tuple[str, str]]:
+    order = sorted(windows, key=lambda h: windows[h][0])
+    return [(a, b) for a, b in zip(order, order[1:]) if windows[b][0] < windows[a][1]]
+
+
+def recap_changed(words: str) -> dict[str, int]:
+    return {host: int(changed) for host, changed in re.findall(r"(\S+) : ok=\d+ changed=(\d+)", words)}
+
+
+def test_setting_and_release_roll_brokers_then_pools_without_loss(
+        brokers, workers, lb, management, converge, steady_stream, sampler, unit_events, tmp_path_factory):
+    release = next_release(tmp_path_factory)
+    args = ("-e", "rabbitmq_heartbeat=45", "-e", f"local_app_dir={release}")
+
+    def consumers():
+        counts = {}
+        for queue in QUEUES:
+            status, body = management("GET", f"/queues/{VHOST}/{queue}")
+            if status != 200:
+                return None  # the API itself was on a restarting node: unknown, not zero
+            counts[queue] = body.get("consumers", 0)
+        return counts
+
     stream = steady_stream("rolling")
     since = time.time()
     before = stream.confirmed_at_least(200, 180, "the stream to get going")
+    watch = sampler(consumers)
     started = time.monotonic()
-    result = converge("--limit", "rabbitmq", "-e", "rabbitmq_heartbeat=45")
+    result = converge(*args)
     converge_seconds = round(time.monotonic() - started, 1)
+    watch.stop()
     assert result.returncode == 0, result.tail
     during = stream.confirmed_at_least(before + 100, 300, "the stream to go on after the restarts")
 
-    windows = {}
-    for host in brokers:
-        events = unit_events(host, since)
-        assert [kind for _, kind in events] == ["stop", "start"], (host, events)
-        windows[host] = (events[0][0], events[1][0])
-    order = sorted(brokers, key=lambda h: windows[h][0])
-    overlaps = [(a, b) for a, b in zip(order, order[1:]) if windows[b][0] < windows[a][1]]
-
+    broker_windows = windows_of(unit_events, brokers, [BROKER_UNIT], since)
+    pool_windows = windows_of(unit_events, workers, POOL_UNITS, since)
     for host in brokers:
         conf = podman("exec", host, "cat", "/etc/rabbitmq/rabbitmq.conf").stdout
         assert "heartbeat = 45" in conf, host
@@ -65,13 +97,28 @@ def test_setting_change_restarts_brokers_one_at_a_time_without_loss(brokers, lb,
     servers = {(row.split(",")[0], row.split(",")[1]): row.split(",")[17]
                for row in stat.stdout.splitlines() if row and not row.startswith("#")
                and row.split(",")[1] in brokers}
+    longest_pool_restart = max(end - begin for begin, end in pool_windows.values())
+    gaps = {queue: watch.longest_run(lambda counts, q=queue: counts[q] == 0) for queue in QUEUES}
+    read = [counts for _, counts in watch.samples if counts is not None]
 
+    again = converge(*args)
+    changed = recap_changed(again.words)
     stream.finish("rolling-restart", {
-        "converge_seconds": converge_seconds, "restart_order": order,
-        "node_down_seconds": {h: round(windows[h][1] - windows[h][0], 1) for h in order},
-        "gaps_between_nodes_seconds": [round(windows[b][0] - windows[a][1], 1) for a, b in zip(order, order[1:])],
+        "converge_seconds": converge_seconds,
+        "broker_down_seconds": {h: round(e - b, 1) for h, (b, e) in broker_windows.items()},
+        "pool_restart_seconds": {h: round(e - b, 1) for h, (b, e) in pool_windows.items()},
+        "broker_order": sorted(broker_windows, key=lambda h: broker_windows[h][0]),
+        "worker_order": sorted(pool_windows, key=lambda h: pool_windows[h][0]),
+        "longest_without_consumer_seconds": gaps,
+        "consumer_samples": len(read), "unreadable_consumer_samples": len(watch.samples) - len(read),
         "confirmed_before_converge": before, "confirmed_by_end_of_converge_at_least": during - before,
         "haproxy_servers_after": {f"{b}/{s}": st for (b, s), st in servers.items()},
+        "second_converge_changed": changed,
     })
-    assert not overlaps, f"nodes were down at the same time: {overlaps}"
+    assert not overlaps(broker_windows), f"brokers were down at the same time: {broker_windows}"
+    assert not overlaps(pool_windows), f"worker hosts restarted their pools at the same time: {pool_windows}"
     assert servers and set(servers.values()) == {"UP"}, servers
+    assert len(read) > 10, f"the consumer counts were read {len(read)} times only"
+    assert all(gap <= longest_pool_restart + 2 for gap in gaps.values()), (gaps, longest_pool_restart)
+    assert again.returncode == 0, again.tail
+    assert changed and set(changed.values()) == {0}, changed

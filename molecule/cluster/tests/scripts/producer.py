@@ -9,7 +9,8 @@ publisher confirms, so a send that returns is a message RabbitMQ has.
   producer.py stream TASK QUEUE PREFIX OUTFILE STOPFILE RATE MAX_SECONDS
       a steady stream (at most RATE per second) until STOPFILE exists or
       MAX_SECONDS passed; OUTFILE gets the progress every half second and
-      the final {"confirmed": [...], "failed": {...}, "done": true}
+      the final {"confirmed": [...], "failed": {...}, "done": true} and the
+      longest wait for a confirmed publish, "longest_confirm_wait_seconds"
 """
 
 import json
@@ -39,12 +40,14 @@ def cmd_send(task, queue, count, prefix, kwargs="{}"):
 def cmd_stream(task, queue, prefix, outfile, stopfile, rate, max_seconds):
     rate, max_seconds = float(rate), float(max_seconds)
     confirmed, failed = [], {}
+    longest_wait = 0.0
     start = last_write = time.monotonic()
     i = 0
 
     def write(done=False):
         tmp = outfile + ".tmp"
-        data = {"confirmed_count": len(confirmed), "failed_count": len(failed), "done": done}
+        data = {"confirmed_count": len(confirmed), "failed_count": len(failed), "done": done,
+                "longest_confirm_wait_seconds": round(longest_wait, 3)}
         if done:
             data.update(confirmed=confirmed, failed=failed)
         with open(tmp, "w", encoding="utf-8") as f:
@@ -58,6 +61,7 @@ def cmd_stream(task, queue, prefix, outfile, stopfile, rate, max_seconds):
         try:
             send(task, queue, tid, {})
             confirmed.append(tid)
+            longest_wait = max(longest_wait, time.monotonic() - t0)
         except Exception as exc:  # noqa: BLE001 (a refused send is counted, not hidden)
             failed[tid] = repr(exc)
             time.sleep(0.2)
