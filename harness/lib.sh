@@ -15,6 +15,8 @@ CELERY_STACK_SUITES=(trixie bookworm forky)
 # Debian testing: newest RabbitMQ (4.3 on Erlang 29); its images accept
 # Release files past their Valid-Until date.
 CELERY_STACK_TESTING_SUITES=(forky)
+# Base images whose RabbitMQ the app tests run against (RabbitMQ 4.3, 4.0).
+CELERY_STACK_APP_TEST_BROKERS=(forky trixie)
 CELERY_STACK_IMAGE_PREFIX="localhost/celery-stack-base"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -222,3 +222,124 @@ class RabbitMQ:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class ContainerRabbitMQ:
+    """RabbitMQ from a Debian suite's own package, in a podman systemd
+    container of the harness's base images (``localhost/celery-stack-base:<suite>``:
+    forky carries 4.3, trixie 4.0), published on a free 127.0.0.1 port. Same
+    surface as :class:`RabbitMQ` (``url``, ``port``, ``ctl``,
+    ``amqp_connection``, ``stop``); the user and its password are generated and
+    the password reaches ``rabbitmqctl`` on its standard input only."""
+
+    IMAGE = "localhost/celery-stack-base:{suite}"
+
+    def __init__(self, suite: str, boot_timeout: float = 180.0):
+        self.suite = suite
+        self.boot_timeout = boot_timeout
+        token = secrets.token_hex(4)
+        self.name = f"celery-stack-test-rmq-{suite}-{token}"
+        self.port = free_port()
+        self.user = f"test{token}"
+        self.password = secrets.token_urlsafe(18)
+        self.version = ""
+        self.started = False
+
+    @property
+    def url(self) -> str:
+        return f"amqp://{quote(self.user)}:{quote(self.password)}@127.0.0.1:{self.port}//"
+
+    def _podman(self, *args: str, stdin: str | None = None, timeout: float = 300,
+                check: bool = True) -> subprocess.CompletedProcess:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, CONTAINERS_CONF=os.path.join(root, "harness", "containers.conf"))
+        try:
+            proc = subprocess.run(["podman", *args], input=stdin, env=env, capture_output=True, text=True,
+                                  timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BrokerUnavailable(f"podman {args[0]} failed: {exc}") from exc
+        if check and proc.returncode != 0:
+            raise BrokerUnavailable(f"podman {' '.join(args[:2])} failed ({proc.returncode}): "
+                                    f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
+        return proc
+
+    def _exec(self, *argv: str, stdin: str | None = None, timeout: float = 300) -> str:
+        return self._podman("exec", "-i", self.name, *argv, stdin=stdin, timeout=timeout).stdout
+
+    def start(self) -> "ContainerRabbitMQ":
+        image = self.IMAGE.format(suite=self.suite)
+        if self._podman("image", "exists", image, check=False).returncode != 0:
+            raise BrokerUnavailable(f"{image} is missing: harness/prepare builds it")
+        # forky's systemd needs cgroup v2: see harness/image/celery-stack-init
+        options, init = ((["--cgroupns=private"], "/usr/local/sbin/celery-stack-init") if self.suite == "forky"
+                         else ([], "/sbin/init"))
+        self._podman("run", "--detach", "--name", self.name, "--privileged", "--systemd=always",
+                     "--publish", f"127.0.0.1:{self.port}:5672", *options, image, init)
+        self.started = True
+        try:
+            deadline = time.monotonic() + 60
+            while self._podman("exec", self.name, "systemctl", "is-system-running",
+                               check=False).stdout.strip() not in ("running", "degraded"):
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(f"{self.name} did not boot systemd")
+                time.sleep(1)
+            # the image's warm apt cache holds the suite's rabbitmq-server
+            self._exec("sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server "
+                       ">/tmp/apt.log 2>&1 || { tail -20 /tmp/apt.log; exit 1; }")
+            self._exec("rabbitmqctl", "await_startup", timeout=self.boot_timeout)
+            self._exec("rabbitmqctl", "add_user", self.user, stdin=self.password + "\n")
+            self._exec("rabbitmqctl", "set_permissions", "-p", "/", self.user, ".*", ".*", ".*")
+            self._exec("rabbitmqctl", "set_user_tags", self.user, "administrator")
+            self.version = self._exec("rabbitmqctl", "version").strip()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    self.amqp_connection().close()
+                    return self
+                except Exception as exc:  # the published port may lag the node
+                    if time.monotonic() > deadline:
+                        raise BrokerUnavailable(f"RabbitMQ {self.version} in {self.name} refuses AMQP "
+                                                f"on 127.0.0.1:{self.port}: {exc!r}") from exc
+                    time.sleep(0.5)
+        except BaseException:
+            self.stop()
+            raise
+
+    def amqp_connection(self):
+        import amqp
+
+        conn = amqp.Connection(host=f"127.0.0.1:{self.port}", userid=self.user, password=self.password,
+                               virtual_host="/", connect_timeout=5)
+        conn.connect()
+        return conn
+
+    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """rabbitmqctl in the container."""
+        return self._podman("exec", self.name, "rabbitmqctl", *args, timeout=timeout, check=False)
+
+    def tail(self, lines: int = 40) -> str:
+        return self._podman("exec", self.name, "journalctl", "-u", "rabbitmq-server", "-n", str(lines),
+                            "--no-pager", check=False).stdout
+
+    def stop(self) -> None:
+        if self.started:
+            self._podman("rm", "--force", "--time", "10", self.name, check=False)
+            self.started = False
+
+    def __enter__(self) -> "ContainerRabbitMQ":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def broker_from_environment():
+    """The broker the tests run against: ``CELERY_STACK_TEST_BROKER`` names a
+    base image suite (``forky``: RabbitMQ 4.3, ``trixie``: 4.0) or
+    ``loopback`` (the host's own rabbitmq-server, the default)."""
+    choice = os.environ.get("CELERY_STACK_TEST_BROKER", "loopback").strip() or "loopback"
+    if choice == "loopback":
+        return RabbitMQ()
+    if choice not in ("forky", "trixie", "bookworm"):
+        raise BrokerUnavailable(f"CELERY_STACK_TEST_BROKER={choice!r}: expected loopback, forky, trixie or bookworm")
+    return ContainerRabbitMQ(choice)

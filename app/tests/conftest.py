@@ -15,7 +15,7 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
-from broker import BrokerUnavailable, RabbitMQ  # noqa: E402
+from broker import BrokerUnavailable, broker_from_environment  # noqa: E402
 from workers import Worker  # noqa: E402
 
 # Settings of the integration worker: tight limits so the tests are quick.
@@ -36,7 +36,7 @@ INTEGRATION_SETTINGS = {
 @pytest.fixture(scope="session")
 def rabbitmq():
     try:
-        rmq = RabbitMQ().start()
+        rmq = broker_from_environment().start()
     except BrokerUnavailable as exc:
         pytest.fail(f"cannot start the test RabbitMQ: {exc}")
     yield rmq
