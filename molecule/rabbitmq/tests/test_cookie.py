@@ -19,17 +19,13 @@ import string
 import amqp
 import pytest
 
+from conftest import connect
+
 pytestmark = pytest.mark.disruptive
 COOKIE_PATH = "/var/lib/rabbitmq/.erlang.cookie"
 QUEUE = "beta.cookie.kept"
 MESSAGES = 40
 
-
-@pytest.fixture(scope="module")
-def hosts(group_hosts):
-    names = group_hosts("rabbitmq")
-    assert len(names) == 3
-    return names
 
 
 def new_cookie() -> str:
@@ -53,10 +49,7 @@ def vars_file(name: str, values: dict) -> str:
 
 
 def beta(address: str, password: str) -> amqp.Connection:
-    conn = amqp.Connection(host=f"{address}:5672", userid="beta", password=password,
-                           virtual_host="beta", connect_timeout=10, confirm_publish=True)
-    conn.connect()
-    return conn
+    return connect(address, "beta", password, "beta", confirm_publish=True)
 
 
 def test_changed_cookie_is_refused_then_rotated_on_request(node, hosts, secret, address, converge):

@@ -17,33 +17,11 @@ import uuid
 import amqp
 import pytest
 
-GROUP = "rabbitmq"
+from conftest import connect, rabbitmqctl_json
+
 CLUSTER_NAME = "celery-stack-molecule"
 NOFILE = 16384
 CONSUMER_TIMEOUT = 900000
-AMQP_PORT = 5672
-
-
-@pytest.fixture(scope="module")
-def hosts(group_hosts):
-    names = group_hosts(GROUP)
-    assert len(names) == 3
-    return names
-
-
-def rabbitmqctl_json(host, *args: str):
-    cmd = host.run("rabbitmqctl -q " + " ".join(args) + " --formatter json")
-    assert cmd.rc == 0, cmd.stderr
-    return json.loads(cmd.stdout)
-
-
-def connect(address: str, user: str, password: str, vhost: str = "/", **kwargs) -> amqp.Connection:
-    conn = amqp.Connection(
-        host=f"{address}:{AMQP_PORT}", userid=user, password=password,
-        virtual_host=vhost, connect_timeout=10, **kwargs,
-    )
-    conn.connect()
-    return conn
 
 
 def http_get(url: str, user: str | None = None, password: str | None = None) -> int:

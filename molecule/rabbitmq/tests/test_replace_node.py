@@ -19,29 +19,15 @@ import time
 import amqp
 import pytest
 
+from conftest import connect, rabbitmqctl_json
+
 pytestmark = pytest.mark.disruptive
 VHOST = "beta"
 PRELOADED = 100
 
 
-@pytest.fixture(scope="module")
-def hosts(group_hosts):
-    names = group_hosts("rabbitmq")
-    assert len(names) == 3
-    return names
-
-
-def rabbitmqctl_json(host, *args: str):
-    cmd = host.run("rabbitmqctl -q " + " ".join(args) + " --formatter json")
-    assert cmd.rc == 0, cmd.stderr
-    return json.loads(cmd.stdout)
-
-
-def connect(address: str, password: str) -> amqp.Connection:
-    conn = amqp.Connection(host=f"{address}:5672", userid="beta", password=password,
-                           virtual_host=VHOST, connect_timeout=10, confirm_publish=True)
-    conn.connect()
-    return conn
+def connect_beta(address: str, password: str) -> amqp.Connection:
+    return connect(address, "beta", password, VHOST, confirm_publish=True)
 
 
 class Producer(threading.Thread):
@@ -60,7 +46,7 @@ class Producer(threading.Thread):
         while not self.stop.is_set():
             try:
                 if conn is None:
-                    conn = connect(self.address, self.password)
+                    conn = connect_beta(self.address, self.password)
                     channel = conn.channel()
                 channel.basic_publish(amqp.Message("stream", delivery_mode=2), exchange="", routing_key=self.queue)
                 self.confirmed += 1
@@ -88,7 +74,7 @@ def test_replaced_node_rejoins_without_loss(node, hosts, address, secret, conver
     survivor = hosts[2]
     queue = f"beta.replaced.{victim}"
     expected_nodes = {f"rabbit@{name}" for name in hosts}
-    with connect(address(survivor), secret("beta")) as conn:
+    with connect_beta(address(survivor), secret("beta")) as conn:
         channel = conn.channel()
         channel.queue_declare(queue, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
         channel.queue_purge(queue)
@@ -114,7 +100,7 @@ def test_replaced_node_rejoins_without_loss(node, hosts, address, secret, conver
         status = rabbitmqctl_json(node(name), "cluster_status")
         assert set(status["running_nodes"]) == expected_nodes, name
         assert set(status["disk_nodes"]) == expected_nodes, name
-    with connect(address(survivor), secret("beta")) as conn:
+    with connect_beta(address(survivor), secret("beta")) as conn:
         _, depth, _ = conn.channel().queue_declare(queue, passive=True)
     members = {row["name"]: row["members"]
                for row in rabbitmqctl_json(node(survivor), "list_queues", "-p", VHOST, "name", "members")}
@@ -130,5 +116,5 @@ def test_replaced_node_rejoins_without_loss(node, hosts, address, secret, conver
     assert {(p["vhost"], p["name"], p["definition"])
             for vhost in ("alpha", "beta")
             for p in rabbitmqctl_json(node(victim), "list_policies", "-p", vhost)} == policies_before
-    with connect(address(survivor), secret("beta")) as conn:
+    with connect_beta(address(survivor), secret("beta")) as conn:
         conn.channel().queue_delete(queue)

@@ -22,12 +22,6 @@ API = "http://127.0.0.1:15672/api"
 pytestmark = pytest.mark.disruptive
 
 
-@pytest.fixture(scope="module")
-def hosts(group_hosts):
-    names = group_hosts("rabbitmq")
-    assert len(names) == 3
-    return names
-
 
 def run(host, command: str) -> str:
     result = host.run(command)

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import time
 
-import amqp
 import pytest
+
+from conftest import connect
 
 pytestmark = pytest.mark.disruptive
 QUEUE = "beta.rolling.kept"
 UNIT = "rabbitmq-server.service"
 
-
-@pytest.fixture(scope="module")
-def hosts(group_hosts):
-    names = group_hosts("rabbitmq")
-    assert len(names) == 3
-    return names
 
 
 def heartbeat(host) -> str:
@@ -31,10 +26,7 @@ def heartbeat(host) -> str:
 
 def test_quorum_critical_node_is_not_restarted_and_the_restart_stays_pending(node, hosts, address, secret,
                                                                             converge, unit_events):
-    conn = amqp.Connection(host=f"{address(hosts[0])}:5672", userid="beta", password=secret("beta"),
-                           virtual_host="beta", connect_timeout=10, confirm_publish=True)
-    conn.connect()
-    with conn:
+    with connect(address(hosts[0]), "beta", secret("beta"), "beta", confirm_publish=True) as conn:
         conn.channel().queue_declare(QUEUE, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
     down = node(hosts[2])
     down.check_output("systemctl stop rabbitmq-server")
