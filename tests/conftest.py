@@ -1,0 +1,90 @@
+"""Helpers for the kit's own unit tests: run ansible-playbook on localhost.
+
+They need no container, no broker and no root: only the roles' files and
+the project's Ansible (.venv). Run from the repository root:
+    .venv/bin/pytest tests
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# The task ansible-core puts first in a role entry point that has an argument spec.
+VALIDATION_TASK = "Validating arguments against arg spec '{}'"
+
+
+def _ansible_playbook() -> str:
+    candidate = pathlib.Path(sys.executable).with_name("ansible-playbook")
+    return str(candidate) if candidate.exists() else "ansible-playbook"
+
+
+@pytest.fixture(scope="session")
+def run_playbook(tmp_path_factory):
+    """Run plays on localhost (connection local); return the finished process.
+
+    `extra_vars` are given with -e, so they win over every variable a role
+    sets, including an include_role's own vars.
+    """
+
+    def run(plays: list[dict], name: str, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
+        workdir = tmp_path_factory.mktemp(name)
+        playbook = workdir / "playbook.yml"
+        playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
+        command = [_ansible_playbook(), "-i", "localhost,", "-c", "local",
+                   "-e", f"ansible_python_interpreter={sys.executable}"]
+        if extra_vars:
+            extra = workdir / "extra_vars.json"
+            extra.write_text(json.dumps(extra_vars))
+            command += ["-e", f"@{extra}"]
+        env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+            "ANSIBLE_CACHE_PLUGIN": "memory",
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCALHOST_WARNING": "0",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+        }
+        return subprocess.run(
+            command + [str(playbook)],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+        )
+
+    return run
+
+
+def recording_play(name: str, variables: dict, task: dict, out: pathlib.Path) -> dict:
+    """A play that runs `task` and writes what happened to the file `out`.
+
+    The file holds JSON: {"failed_task": name or null, "msg": the failure message}.
+    """
+    return {
+        "name": name,
+        "hosts": "localhost",
+        "gather_facts": False,
+        "vars": variables,
+        "tasks": [{
+            "block": [
+                task,
+                {"ansible.builtin.copy": {
+                    "content": '{{ {"failed_task": None, "msg": ""} | to_json }}',
+                    "dest": str(out), "mode": "0644"}},
+            ],
+            "rescue": [
+                {"ansible.builtin.copy": {
+                    "content": '{{ {"failed_task": ansible_failed_task.name,'
+                               ' "msg": ansible_failed_result.msg | default("")} | to_json }}',
+                    "dest": str(out), "mode": "0644"}},
+            ],
+        }],
+    }
