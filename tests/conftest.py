@@ -1,7 +1,11 @@
 """Helpers for the kit's own unit tests: run ansible-playbook on localhost.
 
-They need no container, no broker and no root: only the roles' files and
-the project's Ansible (.venv). Run from the repository root:
+They need no container and no broker: only the roles' files and the
+project's Ansible (.venv). Roles whose tasks must not run on the controller
+are given as stubs (`stub_roles`): the real role's meta/, defaults/ and
+vars/, and every task file replaced by one debug task, so ansible-core still
+validates the real argument specs against the real defaults, and nothing
+else happens. Run from the repository root:
     .venv/bin/pytest tests
 """
 
@@ -32,10 +36,12 @@ def run_playbook(tmp_path_factory):
     """Run plays on localhost (connection local); return the finished process.
 
     `extra_vars` are given with -e, so they win over every variable a role
-    sets, including an include_role's own vars.
+    sets, including an include_role's own vars; `roles_path` replaces the
+    kit's roles/ (see `stub_roles`).
     """
 
-    def run(plays: list[dict], name: str, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
+    def run(plays: list[dict], name: str, extra_vars: dict | None = None,
+            roles_path: pathlib.Path | None = None) -> subprocess.CompletedProcess:
         workdir = tmp_path_factory.mktemp(name)
         playbook = workdir / "playbook.yml"
         playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
@@ -48,7 +54,7 @@ def run_playbook(tmp_path_factory):
         env = {
             **os.environ,
             "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-            "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+            "ANSIBLE_ROLES_PATH": str(roles_path or ROOT / "roles"),
             "ANSIBLE_CACHE_PLUGIN": "memory",
             "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
             "ANSIBLE_NOCOLOR": "1",
@@ -61,6 +67,37 @@ def run_playbook(tmp_path_factory):
         )
 
     return run
+
+
+STUB_TASK = "Stub of {role}/tasks/{file}: the real tasks do not run here"
+
+
+def stub_roles(directory: pathlib.Path, stubbed: list[str]) -> pathlib.Path:
+    """A roles path in `directory`: the kit's roles, those in `stubbed` as stubs.
+
+    A stub keeps the real meta/, defaults/ and vars/ (links) and has each of
+    the real role's task files, each holding only a debug task named
+    STUB_TASK: the argument spec of any entry point is validated as in the
+    real role, then nothing touches the machine.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for role in sorted((ROOT / "roles").iterdir()):
+        if not (role / "tasks").is_dir():
+            continue
+        target = directory / role.name
+        if role.name not in stubbed:
+            target.symlink_to(role)
+            continue
+        (target / "tasks").mkdir(parents=True)
+        for part in ("meta", "defaults", "vars"):
+            if (role / part).is_dir():
+                (target / part).symlink_to(role / part)
+        for task_file in (role / "tasks").glob("*.yml"):
+            (target / "tasks" / task_file.name).write_text(yaml.safe_dump([{
+                "name": STUB_TASK.format(role=role.name, file=task_file.name),
+                "ansible.builtin.debug": {"msg": "stub"},
+            }]))
+    return directory
 
 
 def recording_play(name: str, variables: dict, task: dict, out: pathlib.Path) -> dict:

@@ -4,9 +4,10 @@ roles/flower/tasks/broker.yml creates the monitoring user with
 `include_role: rabbitmq, tasks_from: application`. ansible-core validates an
 include against meta/argument_specs.yml only when tasks_from names the entry
 point exactly ("application", not "application.yml"), as the first task of
-the include. Each case runs broker.yml on localhost and records the task that
-failed: bad input must stop at the validation task, before any task of
-roles/rabbitmq/tasks/application.yml runs.
+the include. Each case runs the real broker.yml on localhost against a stub
+of roles/rabbitmq (its real spec, defaults and vars; application.yml only a
+debug task, so nothing talks to a broker) and records the task that failed:
+bad input must stop at the validation task, before application.yml runs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 
 import pytest
 
-from conftest import ROOT, VALIDATION_TASK, recording_play
+from conftest import ROOT, STUB_TASK, VALIDATION_TASK, recording_play, stub_roles
 
 VALIDATION = VALIDATION_TASK.format("application")
 
@@ -51,7 +52,8 @@ def _broker_run(run_playbook, tmp_path, name, play_vars, extra_vars):
     out = tmp_path / "outcome.json"
     play = recording_play(name, {**FLOWER_VARS, **play_vars},
                           {"ansible.builtin.include_role": {"name": "flower", "tasks_from": "broker"}}, out)
-    proc = run_playbook([play], name, extra_vars)
+    roles = stub_roles(tmp_path / "roles", ["rabbitmq"])
+    proc = run_playbook([play], name, extra_vars, roles_path=roles)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(out.read_text()), proc.stdout
 
@@ -73,10 +75,11 @@ def test_bad_input_is_refused_by_the_spec(run_playbook, tmp_path, case):
 
 def test_good_input_passes_the_spec(run_playbook, tmp_path):
     outcome, stdout = _broker_run(run_playbook, tmp_path, "good", {}, {})
-    tasks = _rabbitmq_tasks_run(stdout)
-    assert tasks and tasks[0].startswith(VALIDATION), stdout
-    # It gets past the spec (and then stops: there is no broker on localhost).
-    assert not (outcome["failed_task"] or "").startswith(VALIDATION), outcome
+    assert outcome["failed_task"] is None, outcome
+    assert _rabbitmq_tasks_run(stdout) == [
+        VALIDATION + " - One application's vhost, user and queue policies",
+        STUB_TASK.format(role="rabbitmq", file="application.yml"),
+    ], stdout
 
 
 def test_callers_name_entry_points_without_extension():
