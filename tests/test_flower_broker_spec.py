@@ -18,7 +18,7 @@ import re
 
 import pytest
 
-from conftest import ROOT, STUB_TASK, VALIDATION_TASK, recording_play, stub_roles
+from kit_playbooks import ROOT, STUB_TASK, VALIDATION_TASK, recording_play, stub_roles
 
 VALIDATION = VALIDATION_TASK.format("application")
 

@@ -7,7 +7,7 @@ specs themselves: for every entry point of every role, one play gives all its
 required values (accepted) and one play per required value leaves it out
 (refused by "Validating arguments against arg spec ..." with "missing
 required arguments"). All plays run in one ansible-playbook on localhost,
-with every role as a stub (conftest.stub_roles: real specs, defaults and
+with every role as a stub (kit_playbooks.stub_roles: real specs, defaults and
 vars; no real task runs).
 """
 
@@ -19,7 +19,7 @@ import re
 import pytest
 import yaml
 
-from conftest import ROOT, VALIDATION_TASK, recording_play, stub_roles
+from kit_playbooks import ROOT, VALIDATION_TASK, recording_play, stub_roles
 
 # A valid value for every required option of every entry point.
 VALUES = {
