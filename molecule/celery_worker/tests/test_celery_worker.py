@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 
 import pytest
 import yaml
@@ -71,6 +72,20 @@ def test_every_pool_unit_runs_with_its_limits(node, inventory, group_hosts):
             ):
                 assert expected in argv, f"{name} {unit}: {expected!r} not in {argv}"
             assert " multi " not in argv and "--logfile" not in argv and "--detach" not in argv
+
+
+def test_worker_start_up_logs_carry_no_warning(node, inventory, group_hosts):
+    """Celery warns at start-up about deprecated settings (CDeprecationWarning,
+    CPendingDeprecationWarning) and a superuser worker (SecurityWarning): no
+    pool's log has one (sample app on Debian 13 and 12, the Django example)."""
+    for name in worker_hosts(group_hosts):
+        for pool in pools_of(inventory, name):
+            unit = f"{PREFIX}-{pool['name']}.service"
+            log = node(name).run(f"journalctl -u {unit} --no-pager -o cat").stdout
+            assert "ready." in log, f"{name} {unit} never reported ready"
+            warnings = [line for line in log.splitlines()
+                        if re.search(r"DeprecationWarning|SecurityWarning", line)]
+            assert not warnings, f"{name} {unit}: {warnings[:5]}"
 
 
 def test_worker_processes_run_as_the_service_user(node, group_hosts):

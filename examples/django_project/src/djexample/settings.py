@@ -28,6 +28,10 @@ CELERY_RESULT_BACKEND = os.environ.get("DJEXAMPLE_RESULT_BACKEND") or None
 CELERY_TASK_IGNORE_RESULT = CELERY_RESULT_BACKEND is None
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("DJEXAMPLE_QUEUE", "django")
 CELERY_TASK_ACKS_LATE = True
+# With late acks, Celery 5.1+ warns on every connection loss until this is set
+# (its default in Celery 6): tasks running when the connection drops are
+# cancelled, and redelivered by the broker, instead of finishing unacknowledged.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
