@@ -59,13 +59,15 @@ def free_port() -> int:
 
 
 class RabbitMQ:
-    def __init__(self, boot_timeout: float = 90.0, keep_dir: bool = False):
+    def __init__(self, boot_timeout: float = 90.0, keep_dir: bool = False, advanced_config: str | None = None):
+        """``advanced_config``: Erlang terms for advanced.config (e.g. a test's short timeouts)."""
         self.server = find_server()
         if not self.server:
             raise BrokerUnavailable("rabbitmq-server is not installed (apt-get install rabbitmq-server; "
                                     "harness/prepare does it)")
         self.boot_timeout = boot_timeout
         self.keep_dir = keep_dir
+        self.advanced_config = advanced_config
         self.dir = tempfile.mkdtemp(prefix="celery-stack-rmq-")
         self.port = free_port()
         self.dist_port = free_port()
@@ -131,6 +133,9 @@ class RabbitMQ:
             )
         with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
             f.write("[].\n")
+        if self.advanced_config:
+            with open(os.path.join(self.dir, "advanced.config"), "w") as f:
+                f.write(self.advanced_config.rstrip().rstrip(".") + ".\n")
         # the Erlang cookie, private to this node and its CLI tools
         cookie = os.path.join(self.dir, "home", ".erlang.cookie")
         with open(cookie, "w") as f:

@@ -66,10 +66,28 @@ def _connection(settings: Settings) -> Connection:
 
 
 def inspect(settings: Settings, limit: int = 50) -> tuple[int, list[dict[str, Any]]]:
-    """(messages in the DLQ, descriptions of up to ``limit``); nothing is consumed."""
+    """List the dead-letter queue without consuming it.
+
+    Returns (messages in the DLQ, descriptions of up to ``limit`` of them).
+    AMQP 0-9-1 has no peek: each message is fetched with ``basic.get`` and
+    manual acknowledgement, and none is acknowledged. Once read, every one is
+    rejected with ``requeue=True`` in the order it was fetched (closing the
+    channel would return any left over the same way), so the messages stay in
+    the DLQ, with their ``x-death`` headers, in their order; on the next read
+    they carry the redelivered flag.
+
+    On a quorum DLQ every listing counts as a delivery attempt (RabbitMQ
+    raises ``x-delivery-count``), so listing is harmless only when the DLQ has
+    no delivery limit and no dead-letter exchange of its own: the rabbitmq
+    role's dead-letter policy (``queue_policy.dead_letter_queue``) sets
+    neither, and ``delivery-limit: -1`` on RabbitMQ 4.0 and later, whose
+    quorum queues default to a limit of 20
+    (https://www.rabbitmq.com/docs/quorum-queues#poison-message-handling).
+    """
     with _connection(settings) as conn:
         declare_dead_letter(conn, settings)
         channel = conn.channel()
+        fetched: list[int] = []
         try:
             _, count, _ = channel.queue_declare(settings.dead_letter_queue, passive=True)
             seen = []
@@ -77,10 +95,14 @@ def inspect(settings: Settings, limit: int = 50) -> tuple[int, list[dict[str, An
                 msg = channel.basic_get(settings.dead_letter_queue, no_ack=False)
                 if msg is None:
                     break
+                fetched.append(msg.delivery_tag)
                 seen.append(describe(channel.message_to_python(msg)))
-            # closing without ack puts every message back, in order
         finally:
-            channel.close()
+            try:
+                for tag in fetched:
+                    channel.basic_reject(tag, requeue=True)
+            finally:
+                channel.close()
     return count, seen
 
 

@@ -25,6 +25,31 @@ def test_application_queues_are_replicated_quorum_queues(management, brokers):
         assert {m.split("@", 1)[1] for m in by_name[name].get("members", [])} == set(brokers)
 
 
+
+def test_dead_letter_queue_has_its_own_policy(management):
+    """The DLQ is matched by its own policy (RabbitMQ 4.0.5 here): no delivery limit,
+    no dead-letter exchange, its own bound; the task queues dead-letter at least once."""
+    status, policies = management("GET", f"/policies/{VHOST}")
+    assert status == 200, policies
+    by_name = {p["name"]: p for p in policies}
+    assert set(by_name) == {"celery-stack-classic", "celery-stack-quorum",
+                            "celery-stack-dead-letter-classic", "celery-stack-dead-letter-quorum"}
+    dlq_policy = by_name["celery-stack-dead-letter-quorum"]
+    assert dlq_policy["pattern"] == r"^celery_stack\.dead_letter$"
+    assert dlq_policy["apply-to"] == "quorum_queues" and dlq_policy["priority"] == 10
+    assert dlq_policy["definition"] == {"max-length": 10000, "overflow": "reject-publish", "delivery-limit": -1}
+    assert by_name["celery-stack-quorum"]["definition"] == {
+        "max-length": 100000, "overflow": "reject-publish", "dead-letter-exchange": "celery_stack.dlx",
+        "delivery-limit": 5, "dead-letter-strategy": "at-least-once"}
+    status, queues = management("GET", f"/queues/{VHOST}?columns=name,policy,effective_policy_definition")
+    assert status == 200, queues
+    by_queue = {q["name"]: q for q in queues}
+    assert by_queue["celery_stack.dead_letter"]["policy"] == "celery-stack-dead-letter-quorum"
+    assert by_queue["celery_stack.dead_letter"]["effective_policy_definition"] == dlq_policy["definition"]
+    for name in ("short", "long"):
+        assert by_queue[name]["policy"] == "celery-stack-quorum"
+        assert by_queue[name]["effective_policy_definition"]["dead-letter-strategy"] == "at-least-once"
+
 @pytest.mark.parametrize("pool", ["short", "long"])
 def test_every_worker_host_runs_both_pools(node, workers, pool):
     for host in workers:

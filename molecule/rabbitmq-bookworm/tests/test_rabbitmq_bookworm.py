@@ -68,7 +68,9 @@ def test_policies_before_3_12(host):
         assert policy["priority"] == 1
     common = {"max-length": 3, "overflow": "reject-publish"}
     assert definition_of(policies["gamma-classic"]) == {**common, "queue-mode": "lazy"}
-    assert definition_of(policies["gamma-quorum"]) == {**common, "delivery-limit": 20}
+    # at-least-once dead-lettering exists from 3.10 on (quorum queues, overflow reject-publish)
+    assert definition_of(policies["gamma-quorum"]) == {**common, "delivery-limit": 20,
+                                                       "dead-letter-strategy": "at-least-once"}
 
 
 @pytest.mark.parametrize("queue_type,policy", [("classic", "gamma-classic"), ("quorum", "gamma-quorum")])

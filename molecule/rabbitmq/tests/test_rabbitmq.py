@@ -170,7 +170,7 @@ def policies(host, vhost: str) -> dict:
 
 def test_alpha_policies(node, hosts):
     found = policies(node(hosts[0]), "alpha")
-    assert set(found) == {"alpha-classic", "alpha-quorum"}
+    assert set(found) == {"alpha-classic", "alpha-quorum", "alpha-dead-letter-classic", "alpha-dead-letter-quorum"}
     classic, quorum = found["alpha-classic"], found["alpha-quorum"]
     assert classic["apply-to"] == "classic_queues"
     assert quorum["apply-to"] == "quorum_queues"
@@ -179,7 +179,22 @@ def test_alpha_policies(node, hosts):
     assert json.loads(classic["definition"]) == common
     # lazy was asked for, but RabbitMQ 4 ignores queue-mode: the role skips it.
     assert "queue-mode" not in json.loads(classic["definition"])
-    assert json.loads(quorum["definition"]) == {**common, "delivery-limit": 20}
+    assert json.loads(quorum["definition"]) == {**common, "delivery-limit": 20,
+                                                "dead-letter-strategy": "at-least-once"}
+
+
+def test_alpha_dead_letter_queue_policies(node, hosts):
+    """The DLQ's own policies win over the application's (priority 10 > 0) and match it only:
+    its bound, reject-publish, no DLX, and no delivery limit (-1: RabbitMQ 4 defaults to 20)."""
+    found = policies(node(hosts[0]), "alpha")
+    dlq_classic, dlq_quorum = found["alpha-dead-letter-classic"], found["alpha-dead-letter-quorum"]
+    assert dlq_classic["apply-to"] == "classic_queues" and dlq_quorum["apply-to"] == "quorum_queues"
+    for policy in (dlq_classic, dlq_quorum):
+        assert policy["pattern"] == r"^alpha\.dead_letter$"
+        assert int(policy["priority"]) == 10 > int(found["alpha-quorum"]["priority"])
+    assert json.loads(dlq_classic["definition"]) == {"max-length": 3, "overflow": "reject-publish"}
+    assert json.loads(dlq_quorum["definition"]) == {"max-length": 3, "overflow": "reject-publish",
+                                                    "delivery-limit": -1}
 
 
 def test_beta_policies(node, hosts):
@@ -187,7 +202,8 @@ def test_beta_policies(node, hosts):
     assert set(found) == {"beta-classic", "beta-quorum"}
     common = {"max-length": 100000, "max-length-bytes": 1048576, "overflow": "reject-publish"}
     assert json.loads(found["beta-classic"]["definition"]) == common
-    assert json.loads(found["beta-quorum"]["definition"]) == {**common, "delivery-limit": 5}
+    assert json.loads(found["beta-quorum"]["definition"]) == {**common, "delivery-limit": 5,
+                                                              "dead-letter-strategy": "at-least-once"}
     assert found["beta-classic"]["pattern"] == r"^beta\."
 
 
