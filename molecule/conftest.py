@@ -126,6 +126,11 @@ class PlaybookRun:
     def tail(self) -> str:
         return self.words[-3000:]
 
+    @property
+    def changed(self) -> dict[str, int]:
+        """changed= of each host in the play recap."""
+        return {host: int(n) for host, n in re.findall(r"(\S+) : ok=\d+ changed=(\d+)", self.words)}
+
 
 @pytest.fixture(scope="session")
 def converge():

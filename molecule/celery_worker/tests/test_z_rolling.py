@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import time
 
 import pytest
@@ -31,8 +30,17 @@ def consumer_counts(broker) -> dict[str, int]:
     return {queue: counts.get(queue, 0) for queue in QUEUES}
 
 
-def recap_changed(words: str) -> dict[str, int]:
-    return {host: int(changed) for host, changed in re.findall(r"(\S+) : ok=\d+ changed=(\d+)", words)}
+def restart_windows(unit_events, hosts: list[str], units: list[str], since: float) -> dict[str, tuple]:
+    """Each host's (first stop, last start) of its pool units since `since`;
+    fails unless every unit stopped and started exactly once."""
+    windows = {}
+    for name in hosts:
+        events = unit_events(name, units, since)
+        for unit in units:
+            kinds = [kind for _, u, kind in events if u == unit]
+            assert kinds == ["stop", "start"], (name, unit, events)
+        windows[name] = (events[0][0], events[-1][0])
+    return windows
 
 
 def test_setting_change_and_beat_move_roll_one_host_at_a_time(node, inventory, group_hosts, converge, sampler,
@@ -52,13 +60,7 @@ def test_setting_change_and_beat_move_roll_one_host_at_a_time(node, inventory, g
     empty = [(at, counts) for at, counts in watch.samples if counts is not None and 0 in counts.values()]
     assert result.returncode == 0, result.tail
 
-    windows = {}
-    for name in hosts:
-        events = unit_events(name, units, since)
-        for unit in units:
-            kinds = [kind for _, u, kind in events if u == unit]
-            assert kinds == ["stop", "start"], (name, unit, events)
-        windows[name] = (events[0][0], events[-1][0])
+    windows = restart_windows(unit_events, hosts, units, since)
     order = sorted(hosts, key=lambda h: windows[h][0])
     overlaps = [(a, b) for a, b in zip(order, order[1:]) if windows[b][0] < windows[a][1]]
 
@@ -77,7 +79,7 @@ def test_setting_change_and_beat_move_roll_one_host_at_a_time(node, inventory, g
 
     again = converge(*args)
     assert again.returncode == 0, again.tail
-    changed = recap_changed(again.words)
+    changed = again.changed
 
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps({

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 import shutil
 import time
 
@@ -57,10 +56,6 @@ def overlaps(windows) -> list[tuple[str, str]]:
     return [(a, b) for a, b in zip(order, order[1:]) if windows[b][0] < windows[a][1]]
 
 
-def recap_changed(words: str) -> dict[str, int]:
-    return {host: int(changed) for host, changed in re.findall(r"(\S+) : ok=\d+ changed=(\d+)", words)}
-
-
 def test_setting_and_release_roll_brokers_then_pools_without_loss(
         brokers, workers, lb, management, converge, steady_stream, sampler, unit_events, tmp_path_factory):
     release = next_release(tmp_path_factory)
@@ -102,7 +97,7 @@ def test_setting_and_release_roll_brokers_then_pools_without_loss(
     read = [counts for _, counts in watch.samples if counts is not None]
 
     again = converge(*args)
-    changed = recap_changed(again.words)
+    changed = again.changed
     stream.finish("rolling-restart", {
         "converge_seconds": converge_seconds,
         "broker_down_seconds": {h: round(e - b, 1) for h, (b, e) in broker_windows.items()},
