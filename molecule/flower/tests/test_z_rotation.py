@@ -1,0 +1,74 @@
+"""Day two (disruptive, last): every password of the front door rotated in
+the secret store and converged at once: Flower's login, its monitoring
+user on the broker, HAProxy's statistics login and the broker's operator
+account. Afterwards each old password is refused and each new one works
+where it is used (Flower and its /metrics through HAProxy, Flower's broker
+API, the stats page, the management API), Flower still sees the worker,
+and a second converge changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import string
+import time
+
+import pytest
+
+from test_flower import BROKER, LB, get
+
+pytestmark = pytest.mark.disruptive
+ROTATED = ("flower_ops", "flower_monitoring", "haproxy_stats", "rabbitmq_admin")
+
+
+def eventually(check, timeout: float = 60.0):
+    """Retries `check` until it returns a truthy value; returns the last."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(2)
+    return value
+
+
+def test_front_door_passwords_rotate_in_one_converge(base, secret, address, group_hosts, converge):
+    store = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "secrets"
+    old = {name: secret(name) for name in ROTATED}
+    new = {name: "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
+           for name in ROTATED}
+    for name, value in new.items():
+        (store / name).write_text(value)
+    stats = f"http://{address(LB)}:8404/;csv"
+    whoami = f"http://{address(BROKER)}:15672/api/whoami"
+
+    result = converge()
+    assert result.returncode == 0, result.tail
+
+    assert get(base + "/api/workers", auth=("ops", old["flower_ops"]))[0] == 401
+    assert get(base + "/metrics", auth=("ops", old["flower_ops"]))[0] == 401
+    assert get(base + "/metrics", auth=("ops", new["flower_ops"]))[0] == 200
+    assert get(stats, auth=("stats", old["haproxy_stats"]))[0] == 401
+    assert get(stats, auth=("stats", new["haproxy_stats"]))[0] == 200
+    assert get(whoami, auth=("admin", old["rabbitmq_admin"]))[0] == 401
+    assert get(whoami, auth=("admin", new["rabbitmq_admin"]))[0] == 200
+    assert get(whoami, auth=("flower-monitoring", old["flower_monitoring"]))[0] == 401
+    assert get(whoami, auth=("flower-monitoring", new["flower_monitoring"]))[0] == 200
+
+    ops = ("ops", new["flower_ops"])
+    expected = {f"django@{host}" for host in group_hosts("celery_worker")}
+
+    def online() -> bool:
+        status, body, _ = get(base + "/api/workers?status=true", auth=ops)
+        return status == 200 and expected <= {n for n, up in json.loads(body).items() if up}
+
+    def queues() -> bool:
+        # Flower reads queue lengths with the rotated monitoring password.
+        status, body, _ = get(base + "/api/queues/length", auth=ops)
+        return status == 200 and any(q.get("name") == "django" for q in json.loads(body).get("active_queues", []))
+
+    assert eventually(online), "Flower lost the worker after the rotation"
+    assert eventually(queues), "Flower's broker API fails with the rotated monitoring password"
+
+    again = converge()
+    assert again.returncode == 0, again.tail
+    assert again.changed and set(again.changed.values()) == {0}, again.changed
