@@ -80,3 +80,16 @@ def test_every_setting_is_documented_in_the_readme():
     for name, default, doc in s.describe():
         assert f"`{name}`" in readme, f"{name} missing from app/README.md"
         assert doc
+
+
+def test_the_app_sets_no_setting_celery_deprecates():
+    """celery.app.defaults marks the settings Celery deprecated
+    (deprecate_by / remove_by); the app sets none of them."""
+    from celery.app.defaults import NAMESPACES, flatten
+
+    from celery_stack_app.celery_app import build_config
+
+    deprecated = {name for name, opt in flatten(NAMESPACES) if opt.deprecate_by or opt.remove_by}
+    assert deprecated, "Celery's settings table changed shape: no deprecated setting found"
+    used = set(build_config(s.load({"CELERY_STACK_MONGODB_URI": "mongodb://db1/"})))
+    assert not deprecated & used, sorted(deprecated & used)

@@ -111,7 +111,10 @@ def build_config(s: Settings) -> dict[str, Any]:
         # -- reliability (seeds 001, 003: idempotent tasks + acks_late) --
         task_acks_late=True,                           # ack after the task ran: a crash redelivers it
         task_reject_on_worker_lost=True,               # a killed child requeues; x-delivery-limit ends loops
-        task_acks_on_failure_or_timeout=True,          # a failed or timed-out task is not redelivered
+        # a failed or timed-out task is not redelivered (Celery 5.7 deprecates the
+        # combined task_acks_on_failure_or_timeout for these two)
+        task_acks_on_failure=True,
+        task_acks_on_timeout=True,
         # with acks_late a lost connection redelivers the message anyway: stop the copy here
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_prefetch_multiplier=s.long_prefetch_multiplier,  # refined per worker in _on_worker_init
