@@ -264,3 +264,26 @@ def unit_events():
         return sorted(events)
 
     return read
+
+
+@pytest.fixture(scope="session")
+def amqp_login():
+    """``amqp_login(url)``: True when the broker accepts the URL's
+    credentials, False when it refuses them (ACCESS_REFUSED); any other
+    failure (unreachable broker, unknown vhost) raises."""
+    from amqp.exceptions import AccessRefused
+    from kombu import Connection
+
+    def login(url: str) -> bool:
+        try:
+            with Connection(url, connect_timeout=10) as conn:
+                conn.ensure_connection(max_retries=1)
+        except AccessRefused:
+            return False
+        except Exception as exc:
+            if "ACCESS_REFUSED" in str(exc):
+                return False
+            raise
+        return True
+
+    return login

@@ -19,7 +19,6 @@ import time
 import uuid
 
 import pytest
-from amqp.exceptions import AccessRefused
 from kombu import Connection, Consumer, Queue
 
 from conftest import APPS, BROKER
@@ -100,23 +99,8 @@ class HealthStream(threading.Thread):
         return self
 
 
-def can_log_in(url: str) -> bool:
-    """True when the broker accepts the URL's credentials, False when it
-    refuses them (ACCESS_REFUSED); any other failure raises."""
-    try:
-        with Connection(url, connect_timeout=10) as conn:
-            conn.ensure_connection(max_retries=1)
-    except AccessRefused:
-        return False
-    except Exception as exc:
-        if "ACCESS_REFUSED" in str(exc):
-            return False
-        raise
-    return True
-
-
 def test_broker_password_rotation_keeps_every_confirmed_task(node, group_hosts, secret, address, client,
-                                                             converge, sampler, unit_events):
+                                                             converge, sampler, unit_events, amqp_login):
     hosts = group_hosts("celery_worker")
     units = [f"{PREFIX}-{queue}.service" for queue in QUEUES]
     store = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "secrets" / APPS["sample"]["secret"]
@@ -145,7 +129,7 @@ def test_broker_password_rotation_keeps_every_confirmed_task(node, group_hosts, 
     overlaps = [(a, b) for a, b in zip(order, order[1:]) if windows[b][0] < windows[a][1]]
     read = [counts for _, counts in watch.samples if counts is not None]
     empty = [(at, counts) for at, counts in watch.samples if counts is not None and 0 in counts.values()]
-    old_accepted, new_accepted = can_log_in(url(old)), can_log_in(url(new))
+    old_accepted, new_accepted = amqp_login(url(old)), amqp_login(url(new))
     # The restarted pools can only consume with the new password.
     deadline = time.monotonic() + 60
     while 0 in (after := consumer_counts(node(BROKER))).values() and time.monotonic() < deadline:

@@ -1,10 +1,12 @@
 """Day two (disruptive, last): every password of the front door rotated in
 the secret store and converged at once: Flower's login, its monitoring
-user on the broker, HAProxy's statistics login and the broker's operator
-account. Afterwards each old password is refused and each new one works
+user on the broker, HAProxy's statistics login, the broker's operator
+account and the application's broker password (used by the worker and by
+Flower). Afterwards each old password is refused and each new one works
 where it is used (Flower and its /metrics through HAProxy, Flower's broker
-API, the stats page, the management API), Flower still sees the worker,
-and a second converge changes nothing."""
+API, the stats page, the management API, AMQP), Flower still sees the
+worker (both reconnected with the new application password), and a second
+converge changes nothing."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import pytest
 from test_flower import BROKER, LB, get
 
 pytestmark = pytest.mark.disruptive
-ROTATED = ("flower_ops", "flower_monitoring", "haproxy_stats", "rabbitmq_admin")
+ROTATED = ("flower_ops", "flower_monitoring", "haproxy_stats", "rabbitmq_admin", "django_app")
 
 
 def eventually(check, timeout: float = 60.0):
@@ -31,7 +33,7 @@ def eventually(check, timeout: float = 60.0):
     return value
 
 
-def test_front_door_passwords_rotate_in_one_converge(base, secret, address, group_hosts, converge):
+def test_front_door_passwords_rotate_in_one_converge(base, secret, address, group_hosts, converge, amqp_login):
     store = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "secrets"
     old = {name: secret(name) for name in ROTATED}
     new = {name: "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
@@ -53,6 +55,9 @@ def test_front_door_passwords_rotate_in_one_converge(base, secret, address, grou
     assert get(whoami, auth=("admin", new["rabbitmq_admin"]))[0] == 200
     assert get(whoami, auth=("flower-monitoring", old["flower_monitoring"]))[0] == 401
     assert get(whoami, auth=("flower-monitoring", new["flower_monitoring"]))[0] == 200
+    amqp = f"amqp://django:{{}}@{address(BROKER)}:5672/django".format
+    assert not amqp_login(amqp(old["django_app"])), "the broker still accepts the old application password"
+    assert amqp_login(amqp(new["django_app"])), "the broker refuses the new application password"
 
     ops = ("ops", new["flower_ops"])
     expected = {f"django@{host}" for host in group_hosts("celery_worker")}
