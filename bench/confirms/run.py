@@ -656,7 +656,6 @@ def main(argv=None) -> int:
     ap.add_argument("--gevent", action="store_true",
                     help="also measure the gevent pool (needs gevent, which the app's locks do not carry)")
     ap.add_argument("--loopback", action="store_true", help="use the host's rabbitmq-server on loopback")
-    ap.add_argument("--keep-broker", action="store_true", help="leave the podman broker running afterwards")
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
 
@@ -665,7 +664,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, f"confirms-{started.strftime('%Y%m%dT%H%M%SZ')}")
     print("starting the broker...", flush=True)
-    broker, note = brokers.start_broker(prefer_podman=not args.loopback, keep=args.keep_broker)
+    broker, note = brokers.start_broker("loopback" if args.loopback else "trixie")
     described = broker.describe()
 
     def write(ms, idle, rounds_done: int) -> dict:
