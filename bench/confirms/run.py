@@ -30,7 +30,6 @@ import platform
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from kombu.utils.url import parse_url  # noqa: E402
 
 import brokers  # noqa: E402
 import gate  # noqa: E402
+import report as rep  # noqa: E402
 import stamps  # noqa: E402
 from celery_stack_app import celery_app as ca  # noqa: E402
 from celery_stack_app import settings as s_mod  # noqa: E402
@@ -525,22 +525,6 @@ def gated(m: Measurement, roots: list[int], max_background: float, max_attempts:
     return chosen
 
 
-def summarize(m: Measurement) -> dict:
-    runs = [r for r in m.runs if "value" in r]
-    clean = [r for r in runs if not r["loaded"]]
-    use = clean or runs
-    out = {"label": m.label, "group": m.group, "runs": len(m.runs), "clean_runs": len(clean),
-           "loaded_runs": len(runs) - len(clean), "failed_runs": len(m.runs) - len(runs)}
-    if use:
-        for k in use[0]["value"]:
-            vals = [r["value"][k] for r in use if isinstance(r["value"].get(k), (int, float))]
-            if vals:
-                out[k] = statistics.median(vals)
-        out["background_cores_median"] = statistics.median(r["load"]["background_cores"] for r in use)
-        out["median_of"] = "clean runs" if clean else "LOADED runs (no clean run)"
-    return out
-
-
 def build(args, url: str) -> list[Measurement]:
     n = args.n
     ms: list[Measurement] = []
@@ -619,32 +603,6 @@ def targets(summary: dict) -> list[dict]:
     return out
 
 
-def markdown(report: dict) -> str:
-    lines = [f"# Confirms, queues, prefetch and pools: {report['started']}", "",
-             f"- broker: {report['broker']}", f"- machine: {report['machine']}",
-             f"- {report['rounds']}/{report['rounds_planned']} round(s) done, N={report['n']}, "
-             f"gate: background CPU <= "
-             f"{report['max_background_cores']} cores, up to {report['max_attempts']} attempts per run",
-             f"- total wall time: {report['seconds']:.0f} s"]
-    if report.get("note"):
-        lines.append(f"- note: {report['note']}")
-    lines += ["", "| measurement | tasks/s | p50 ms | p99 ms | clean/loaded/failed runs | median background cores |",
-              "|---|---:|---:|---:|---|---:|"]
-    for key, s in report["summary"].items():
-        def f(k, fmt="{:.0f}"):
-            v = s.get(k)
-            return fmt.format(v) if isinstance(v, (int, float)) else ""
-        lines.append(f"| {s['label']} | {f('rate')} | {f('p50_ms', '{:.1f}')} | {f('p99_ms', '{:.1f}')} | "
-                     f"{s['clean_runs']}/{s['loaded_runs']}/{s['failed_runs']} | "
-                     f"{f('background_cores_median', '{:.2f}')} |")
-    lines += ["", "## Targets", ""]
-    for t in report["targets"]:
-        lines.append(f"- {'MET' if t['met'] else 'NOT MET'}: {t['target']}: {t['measured']}")
-    lines += ["", "Rows whose runs were all taken under load (clean 0) are medians of loaded runs: "
-              "read them as indications only.", ""]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -668,7 +626,7 @@ def main(argv=None) -> int:
     described = broker.describe()
 
     def write(ms, idle, rounds_done: int) -> dict:
-        summary = {m.key: summarize(m) for m in ms}
+        summary = {m.key: rep.summarize(m) for m in ms}
         report = {
             "started": started.strftime("%Y-%m-%d %H:%M:%SZ"),
             "seconds": time.monotonic() - t0,
@@ -682,7 +640,7 @@ def main(argv=None) -> int:
         with open(base + ".json", "w") as f:
             json.dump(report, f, indent=2, default=str)
         with open(base + ".md", "w") as f:
-            f.write(markdown(report))
+            f.write(rep.markdown(report))
         return report
 
     try:
@@ -700,7 +658,7 @@ def main(argv=None) -> int:
             report = write(ms, idle, r + 1)   # after every round: a cut-off run still leaves figures
     finally:
         broker.stop()
-    print(markdown(report))
+    print(rep.markdown(report))
     print(f"written: {base}.json and {base}.md")
     return 0
 
