@@ -235,19 +235,25 @@ class ContainerRabbitMQ:
     forky carries 4.3, trixie 4.0), published on a free 127.0.0.1 port. Same
     surface as :class:`RabbitMQ` (``url``, ``port``, ``ctl``,
     ``amqp_connection``, ``stop``); the user and its password are generated and
-    the password reaches ``rabbitmqctl`` on its standard input only."""
+    the password reaches ``rabbitmqctl`` on its standard input only. After
+    ``start()``: ``version`` (RabbitMQ), ``erlang`` (the erlang-base package)
+    and ``os_name`` of the container, and ``pids()`` (its processes' root, for
+    a benchmark's load accounting)."""
 
     IMAGE = "localhost/celery-stack-base:{suite}"
 
-    def __init__(self, suite: str, boot_timeout: float = 180.0):
+    def __init__(self, suite: str, boot_timeout: float = 180.0, prefix: str = "celery-stack-test-rmq"):
+        """``prefix``: the container's name before ``-<suite>-<random>``."""
         self.suite = suite
         self.boot_timeout = boot_timeout
         token = secrets.token_hex(4)
-        self.name = f"celery-stack-test-rmq-{suite}-{token}"
+        self.name = f"{prefix}-{suite}-{token}"
         self.port = free_port()
         self.user = f"test{token}"
         self.password = secrets.token_urlsafe(18)
         self.version = ""
+        self.erlang = ""
+        self.os_name = ""
         self.started = False
 
     @property
@@ -296,6 +302,8 @@ class ContainerRabbitMQ:
             self._exec("rabbitmqctl", "set_permissions", "-p", "/", self.user, ".*", ".*", ".*")
             self._exec("rabbitmqctl", "set_user_tags", self.user, "administrator")
             self.version = self._exec("rabbitmqctl", "version").strip()
+            self.erlang = self._exec("dpkg-query", "-W", "-f", "${Version}", "erlang-base").strip()
+            self.os_name = self._exec("sh", "-c", ". /etc/os-release; echo \"$PRETTY_NAME\"").strip()
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -321,6 +329,13 @@ class ContainerRabbitMQ:
     def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """rabbitmqctl in the container."""
         return self._podman("exec", self.name, "rabbitmqctl", *args, timeout=timeout, check=False)
+
+    def pids(self) -> list[int]:
+        """The container's init process on the host (its descendants are the node): [] when not running."""
+        if not self.started:
+            return []
+        pid = self._podman("inspect", self.name, "--format", "{{.State.Pid}}", check=False).stdout.strip()
+        return [int(pid)] if pid.isdigit() and pid != "0" else []
 
     def tail(self, lines: int = 40) -> str:
         return self._podman("exec", self.name, "journalctl", "-u", "rabbitmq-server", "-n", str(lines),

@@ -1,134 +1,94 @@
-"""The benchmark's broker: RabbitMQ 4.0.5 from Debian 13 in a podman systemd container.
+"""The benchmark's brokers: app/tests/broker.py's, with what the report and the load gate need.
 
-The container (``bench-confirms-rmq``) runs on its own network
-(``celery-stack-bench-confirms``) from ``localhost/celery-stack-base:trixie``
-(warm apt cache), gets ``rabbitmq-server`` from apt, a vhost and a user with
-a generated password, and is reached from the host at its container IP.
-Fallback: the host's own rabbitmq-server (Debian 12: 3.10.8) on loopback,
-through app/tests/broker.py.
+A container broker is that module's ``ContainerRabbitMQ``: RabbitMQ from a
+Debian suite's own package in a podman systemd container of the harness's
+base images (``localhost/celery-stack-base:<suite>``; forky: RabbitMQ 4.3.6
+on Erlang 29, trixie: 4.0.5 on Erlang 27, bookworm: 3.10.8), published on a
+free 127.0.0.1 port, with a generated user whose password reaches
+``rabbitmqctl`` on its standard input only. ``loopback`` is the host's own
+rabbitmq-server (Debian 12: 3.10.8) as that module's ``RabbitMQ``, and the
+fallback when a container broker cannot start.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
+import re
 import subprocess
-import time
-from urllib.parse import quote
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONTAINER = "bench-confirms-rmq"
-NETWORK = "celery-stack-bench-confirms"
-IMAGE = "localhost/celery-stack-base:trixie"
-PWFILE = "/root/.bench-confirms-password"
+sys.path.insert(0, os.path.join(ROOT, "app", "tests"))
+
+from broker import ContainerRabbitMQ, RabbitMQ  # noqa: E402
+
+SUITES = ("forky", "trixie", "bookworm")
+CHOICES = SUITES + ("loopback",)
+PREFIX = "bench-confirms-rmq"
 
 
-def _podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, CONTAINERS_CONF=os.path.join(ROOT, "harness", "containers.conf"))
-    r = subprocess.run(["podman", *args], env=env, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"podman {' '.join(args[:3])}...: {r.stderr.strip() or r.stdout.strip()}")
-    return r
+def short_version(package_version: str) -> str:
+    """``1:29.1.1+dfsg-1`` -> ``29.1.1``."""
+    return re.split(r"[+~-]", re.sub(r"^\d+:", "", package_version.strip()))[0]
 
 
-class PodmanRabbitMQ:
-    kind = "podman"
+class Broker:
+    """One broker of a run: ``key`` (the column), ``url``, ``version``,
+    ``erlang``, ``pids()`` (the roots of its processes, for gate.py),
+    ``describe()``, ``header()`` and ``stop()``."""
 
-    def __init__(self, keep: bool = False):
-        self.keep = keep
-        self.url = ""
-        self.version = ""
-        self.ip = ""
-
-    def _exec(self, script: str, timeout: float = 600) -> str:
-        return _podman("exec", CONTAINER, "bash", "-c", script, timeout=timeout).stdout
-
-    def start(self) -> "PodmanRabbitMQ":
-        running = _podman("container", "inspect", CONTAINER, "--format", "{{.State.Running}}", check=False)
-        if running.returncode != 0 or running.stdout.strip() != "true":
-            if running.returncode == 0:
-                _podman("rm", "-f", CONTAINER)
-            if _podman("network", "exists", NETWORK, check=False).returncode != 0:
-                _podman("network", "create", NETWORK)
-            _podman("run", "-d", "--name", CONTAINER, "--hostname", CONTAINER, "--network", NETWORK,
-                    "--privileged", "--systemd=always", IMAGE, "/sbin/init")
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                r = _podman("exec", CONTAINER, "systemctl", "is-system-running", check=False)
-                if r.stdout.strip() in ("running", "degraded"):
-                    break
-                time.sleep(1)
-        if _podman("exec", CONTAINER, "test", "-x", "/usr/sbin/rabbitmqctl", check=False).returncode != 0:
-            self._exec("DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server "
-                       ">/tmp/apt.log 2>&1 || { tail -20 /tmp/apt.log; exit 1; }")
-        self._exec("systemctl start rabbitmq-server && rabbitmqctl await_startup >/dev/null")
-        password = self._exec(f"cat {PWFILE} 2>/dev/null || true").strip()
-        if not password:
-            password = secrets.token_urlsafe(18)
-            # the password goes through stdin, never on a command line
-            subprocess.run(["podman", "exec", "-i", CONTAINER, "bash", "-c", f"umask 077; cat > {PWFILE}"],
-                           input=password, text=True, check=True,
-                           env=dict(os.environ, CONTAINERS_CONF=os.path.join(ROOT, "harness", "containers.conf")))
-            self._exec(
-                "rabbitmqctl list_vhosts -q | grep -qx bench || rabbitmqctl add_vhost bench >/dev/null; "
-                "rabbitmqctl list_users -q | grep -q '^bench\\b' && rabbitmqctl delete_user bench >/dev/null; "
-                f"rabbitmqctl add_user bench \"$(cat {PWFILE})\" >/dev/null && "
-                "rabbitmqctl set_permissions -p bench bench '.*' '.*' '.*' >/dev/null")
-        self.ip = _podman("inspect", CONTAINER, "--format",
-                          "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}").stdout.strip()
-        self.url = f"amqp://bench:{quote(password, safe='')}@{self.ip}:5672/bench"
-        self.version = self._exec("rabbitmqctl version").strip()
-        return self
+    def __init__(self, key: str, node, kind: str, version: str, erlang: str, where: str, note: str = ""):
+        self.key, self.node, self.kind, self.note = key, node, kind, note
+        self.url = node.url
+        self.version = version
+        self.erlang = short_version(erlang) if erlang else "?"
+        self.where = where
 
     def pids(self) -> list[int]:
-        pid = _podman("inspect", CONTAINER, "--format", "{{.State.Pid}}").stdout.strip()
-        return [int(pid)] if pid.isdigit() else []
+        if isinstance(self.node, ContainerRabbitMQ):
+            return self.node.pids()
+        return [self.node.proc.pid] if self.node.proc else []
+
+    def header(self) -> str:
+        return f"RabbitMQ {self.version} ({self.key}, Erlang {self.erlang})"
 
     def describe(self) -> str:
-        os_release = self._exec(". /etc/os-release; echo $PRETTY_NAME").strip()
-        return f"RabbitMQ {self.version} on {os_release} (podman container {CONTAINER}, {self.ip})"
+        return f"RabbitMQ {self.version} on Erlang {self.erlang}, {self.where}"
+
+    def as_dict(self) -> dict:
+        return {"key": self.key, "kind": self.kind, "version": self.version, "erlang": self.erlang,
+                "described": self.describe(), "header": self.header(), "note": self.note}
 
     def stop(self) -> None:
-        if self.keep:
-            return
-        _podman("rm", "-f", "-t", "10", CONTAINER, check=False)
-        _podman("network", "rm", NETWORK, check=False)
+        self.node.stop()
 
 
-class LoopbackRabbitMQ:
-    kind = "loopback"
-
-    def __init__(self):
-        import sys
-        sys.path.insert(0, os.path.join(ROOT, "app", "tests"))
-        from broker import RabbitMQ
-        self._rmq = RabbitMQ()
-        self.url = ""
-        self.version = ""
-
-    def start(self) -> "LoopbackRabbitMQ":
-        self._rmq.start()
-        self.url = self._rmq.url
-        self.version = self._rmq.ctl("version").stdout.strip()
-        return self
-
-    def pids(self) -> list[int]:
-        return [self._rmq.proc.pid] if self._rmq.proc else []
-
-    def describe(self) -> str:
-        return f"RabbitMQ {self.version} on the host's loopback (fallback: podman broker failed)"
-
-    def stop(self) -> None:
-        self._rmq.stop()
+def start_container(suite: str) -> Broker:
+    node = ContainerRabbitMQ(suite, prefix=PREFIX).start()
+    return Broker(suite, node, "podman", node.version, node.erlang,
+                  f"{node.os_name} (podman container {node.name}, 127.0.0.1:{node.port})")
 
 
-def start_broker(prefer_podman: bool = True, keep: bool = False):
-    """(broker, note): the podman RabbitMQ 4.0.5, else the loopback one with a note why."""
-    if prefer_podman:
-        try:
-            return PodmanRabbitMQ(keep=keep).start(), ""
-        except Exception as exc:  # noqa: BLE001 - any failure means: fall back
-            note = f"podman broker failed ({exc}); fell back to the host's loopback rabbitmq-server"
-    else:
-        note = "loopback broker requested (--loopback)"
-    return LoopbackRabbitMQ().start(), note
+def start_loopback(instead_of: str = "", note: str = "") -> Broker:
+    node = RabbitMQ().start()
+    version = node.ctl("version").stdout.strip()
+    erlang = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "erlang-base"],
+                            capture_output=True, text=True).stdout
+    key = f"loopback (for {instead_of})" if instead_of else "loopback"
+    return Broker(key, node, "loopback", version, erlang, "the host's loopback rabbitmq-server", note)
+
+
+def start_broker(choice: str, fallback: bool = True) -> tuple[Broker | None, str]:
+    """(broker, note): the container broker of suite ``choice`` or ``loopback``. When a
+    container broker fails, the loopback one takes its place if ``fallback``; else
+    (None, why)."""
+    if choice == "loopback":
+        return start_loopback(), ""
+    try:
+        return start_container(choice), ""
+    except Exception as exc:  # noqa: BLE001 - any failure means: fall back
+        why = f"{choice} broker failed ({str(exc)[:500]})"
+    if not fallback:
+        return None, f"{why}; not measured (the loopback broker is already in this run)"
+    note = f"{why}; fell back to the host's loopback rabbitmq-server"
+    return start_loopback(instead_of=choice, note=note), note

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark: publisher confirms, queue types, prefetch and pools, against the broker's ceiling.
 
-One command (``bench/confirms/run``), one broker, every configuration in the
-same run, rounds interleaved, each measurement gated on background CPU
+One command (``bench/confirms/run``), every configuration in the same run on
+each broker in turn (``--brokers``, default forky,trixie: RabbitMQ 4.3.6 on
+Erlang 29 and 4.0.5 on Erlang 27, one at a time: all groups on the first,
+stop it, then on the next), rounds interleaved, each measurement gated on background CPU
 (see gate.py) and retried a bounded number of times when the machine was
 busy with other work. Figures go to bench/results/confirms-<UTC>.json/.md.
 
@@ -30,7 +32,6 @@ import platform
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ from kombu.utils.url import parse_url  # noqa: E402
 
 import brokers  # noqa: E402
 import gate  # noqa: E402
+import report as rep  # noqa: E402
 import stamps  # noqa: E402
 from celery_stack_app import celery_app as ca  # noqa: E402
 from celery_stack_app import settings as s_mod  # noqa: E402
@@ -525,22 +527,6 @@ def gated(m: Measurement, roots: list[int], max_background: float, max_attempts:
     return chosen
 
 
-def summarize(m: Measurement) -> dict:
-    runs = [r for r in m.runs if "value" in r]
-    clean = [r for r in runs if not r["loaded"]]
-    use = clean or runs
-    out = {"label": m.label, "group": m.group, "runs": len(m.runs), "clean_runs": len(clean),
-           "loaded_runs": len(runs) - len(clean), "failed_runs": len(m.runs) - len(runs)}
-    if use:
-        for k in use[0]["value"]:
-            vals = [r["value"][k] for r in use if isinstance(r["value"].get(k), (int, float))]
-            if vals:
-                out[k] = statistics.median(vals)
-        out["background_cores_median"] = statistics.median(r["load"]["background_cores"] for r in use)
-        out["median_of"] = "clean runs" if clean else "LOADED runs (no clean run)"
-    return out
-
-
 def build(args, url: str) -> list[Measurement]:
     n = args.n
     ms: list[Measurement] = []
@@ -619,33 +605,7 @@ def targets(summary: dict) -> list[dict]:
     return out
 
 
-def markdown(report: dict) -> str:
-    lines = [f"# Confirms, queues, prefetch and pools: {report['started']}", "",
-             f"- broker: {report['broker']}", f"- machine: {report['machine']}",
-             f"- {report['rounds']}/{report['rounds_planned']} round(s) done, N={report['n']}, "
-             f"gate: background CPU <= "
-             f"{report['max_background_cores']} cores, up to {report['max_attempts']} attempts per run",
-             f"- total wall time: {report['seconds']:.0f} s"]
-    if report.get("note"):
-        lines.append(f"- note: {report['note']}")
-    lines += ["", "| measurement | tasks/s | p50 ms | p99 ms | clean/loaded/failed runs | median background cores |",
-              "|---|---:|---:|---:|---|---:|"]
-    for key, s in report["summary"].items():
-        def f(k, fmt="{:.0f}"):
-            v = s.get(k)
-            return fmt.format(v) if isinstance(v, (int, float)) else ""
-        lines.append(f"| {s['label']} | {f('rate')} | {f('p50_ms', '{:.1f}')} | {f('p99_ms', '{:.1f}')} | "
-                     f"{s['clean_runs']}/{s['loaded_runs']}/{s['failed_runs']} | "
-                     f"{f('background_cores_median', '{:.2f}')} |")
-    lines += ["", "## Targets", ""]
-    for t in report["targets"]:
-        lines.append(f"- {'MET' if t['met'] else 'NOT MET'}: {t['target']}: {t['measured']}")
-    lines += ["", "Rows whose runs were all taken under load (clean 0) are medians of loaded runs: "
-              "read them as indications only.", ""]
-    return "\n".join(lines)
-
-
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-n", type=int, default=5000, help="tasks per publish/drain/e2e run")
@@ -655,55 +615,89 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="publish,pairs,drain,e2e,latency")
     ap.add_argument("--gevent", action="store_true",
                     help="also measure the gevent pool (needs gevent, which the app's locks do not carry)")
-    ap.add_argument("--loopback", action="store_true", help="use the host's rabbitmq-server on loopback")
-    ap.add_argument("--keep-broker", action="store_true", help="leave the podman broker running afterwards")
+    ap.add_argument("--brokers", default="forky,trixie",
+                    help="brokers measured one after the other, every group on each, one report column each: "
+                         "forky (RabbitMQ 4.3.6, Erlang 29), trixie (4.0.5, Erlang 27), bookworm (3.10.8), "
+                         "loopback (the host's rabbitmq-server); default: forky,trixie")
+    ap.add_argument("--loopback", action="store_true", help="the same as --brokers loopback")
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
+    args.brokers = ["loopback"] if args.loopback else [c.strip() for c in args.brokers.split(",") if c.strip()]
+    bad = [c for c in args.brokers if c not in brokers.CHOICES]
+    if bad or not args.brokers or len(set(args.brokers)) != len(args.brokers):
+        ap.error(f"--brokers: a comma-separated list of distinct names among {', '.join(brokers.CHOICES)}")
+    return args
 
+
+def measure(args, broker: brokers.Broker, entry: dict, write) -> None:
+    """Every group on one broker, rounds interleaved; ``entry`` (this broker's part of the
+    report) is updated and the report written after every round: a cut-off run leaves figures."""
+    t0 = time.monotonic()
+    roots = [os.getpid()] + broker.pids()
+    idle = gate.idle_sample(roots, 2.0)
+    entry["idle_sample"] = idle.as_dict()
+    print(f"{broker.key}: idle sample: background {idle.background_cores:.2f} cores, "
+          f"load {idle.loadavg_1m:.1f}", flush=True)
+    ms = build(args, broker.url)
+    for r in range(args.rounds):
+        print(f"{broker.key}: round {r + 1}/{args.rounds}", flush=True)
+        order = ms[r % len(ms):] + ms[:r % len(ms)] if ms else []
+        for m in order:
+            m.runs.append(gated(m, roots, args.max_background, args.max_attempts))
+        summary = {m.key: rep.summarize(m) for m in ms}
+        entry.update(rounds=r + 1, seconds=time.monotonic() - t0, summary=summary, targets=targets(summary),
+                     runs={m.key: m.runs for m in ms})
+        write()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, f"confirms-{started.strftime('%Y%m%dT%H%M%SZ')}")
-    print("starting the broker...", flush=True)
-    broker, note = brokers.start_broker(prefer_podman=not args.loopback, keep=args.keep_broker)
-    described = broker.describe()
+    entries: list[dict] = []   # one per broker measured, in order
+    notes: list[str] = []
+    report: dict = {}
 
-    def write(ms, idle, rounds_done: int) -> dict:
-        summary = {m.key: summarize(m) for m in ms}
-        report = {
+    def write() -> None:
+        report.update({
             "started": started.strftime("%Y-%m-%d %H:%M:%SZ"),
             "seconds": time.monotonic() - t0,
-            "broker": described, "broker_kind": broker.kind, "note": note,
+            "brokers_planned": args.brokers, "brokers": entries, "notes": notes,
             "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}",
-            "rounds": rounds_done, "rounds_planned": args.rounds, "n": args.n,
+            "rounds_planned": args.rounds, "n": args.n, "groups": args.only,
             "max_background_cores": args.max_background, "max_attempts": args.max_attempts,
-            "idle_sample": idle.as_dict(), "summary": summary, "targets": targets(summary),
-            "runs": {m.key: m.runs for m in ms},
-        }
+        })
         with open(base + ".json", "w") as f:
             json.dump(report, f, indent=2, default=str)
         with open(base + ".md", "w") as f:
-            f.write(markdown(report))
-        return report
+            f.write(rep.markdown(report))
 
-    try:
-        print(f"broker: {described}" + (f" ({note})" if note else ""), flush=True)
-        roots = [os.getpid()] + broker.pids()
-        idle = gate.idle_sample(roots, 2.0)
-        print(f"idle sample: background {idle.background_cores:.2f} cores, load {idle.loadavg_1m:.1f}", flush=True)
-        ms = build(args, broker.url)
-        report = None
-        for r in range(args.rounds):
-            print(f"round {r + 1}/{args.rounds}", flush=True)
-            order = ms[r % len(ms):] + ms[:r % len(ms)] if ms else []
-            for m in order:
-                m.runs.append(gated(m, roots, args.max_background, args.max_attempts))
-            report = write(ms, idle, r + 1)   # after every round: a cut-off run still leaves figures
-    finally:
-        broker.stop()
-    print(markdown(report))
+    # one broker at a time (two would share the 2 cores): start, every group, stop; then the next
+    for choice in args.brokers:
+        print(f"starting the {choice} broker...", flush=True)
+        fallback = "loopback" not in args.brokers and not any(e["broker"]["kind"] == "loopback" for e in entries)
+        try:
+            broker, note = brokers.start_broker(choice, fallback=fallback)
+        except Exception as exc:  # noqa: BLE001 - the loopback broker failed too: the next broker
+            broker, note = None, f"{choice}: no broker ({str(exc)[:500]}); not measured"
+        if note:
+            notes.append(note)
+            print(f"note: {note}", flush=True)
+        if broker is None:
+            continue
+        entry = {"broker": broker.as_dict(), "rounds": 0, "seconds": 0.0, "summary": {}, "targets": [], "runs": {}}
+        entries.append(entry)
+        print(f"broker {broker.key}: {broker.describe()}", flush=True)
+        try:
+            measure(args, broker, entry, write)
+        finally:
+            broker.stop()
+    write()
+    print(rep.markdown(report))
     print(f"written: {base}.json and {base}.md")
-    return 0
+    return 0 if entries else 1
 
 
 if __name__ == "__main__":
