@@ -42,12 +42,24 @@ def test_overrides_and_failover_list():
     ("CELERY_STACK_LONG_QUEUE", "amq.long", "reserved"),
     ("CELERY_STACK_RETRY_BACKOFF_BASE", "nan", "finite"),
     ("CELERY_STACK_WEBCHECK_CONNECT_TIMEOUT", "0", "must be > 0"),
+    ("CELERY_STACK_WEBCHECK_DEADLINE", "-1", "must be > 0"),
+    ("CELERY_STACK_WEBCHECK_ALLOW", "10.1.2.3/8", "has host bits set"),
+    ("CELERY_STACK_WEBCHECK_ALLOW", "10.0.0.0/8, 300.0.0.1", "'300.0.0.1' is not a valid network"),
+    ("CELERY_STACK_WEBCHECK_ALLOW", "intranet_ok, bad!name", "'bad!name' is neither a network"),
 ])
 def test_bad_values_name_the_variable(name, value, message):
     with pytest.raises(s.SettingsError) as exc:
         s.load({name: value})
     assert str(exc.value).startswith(name + ":")
     assert message in str(exc.value)
+
+
+def test_webcheck_allow_list_and_deadline():
+    cfg = s.load({})
+    assert cfg.webcheck_allow == () and cfg.webcheck_deadline < cfg.short_soft_time_limit
+    cfg = s.load({"CELERY_STACK_WEBCHECK_ALLOW": " 127.0.0.1, 10.0.0.0/8;Status.Internal.  fd00::/8 "})
+    assert cfg.webcheck_allow == ("127.0.0.1/32", "10.0.0.0/8", "status.internal", "fd00::/8")
+    assert s.load({"CELERY_STACK_WEBCHECK_ALLOW": ""}).webcheck_allow == ()
 
 
 def test_password_is_not_echoed_in_errors():
@@ -62,6 +74,8 @@ def test_password_is_not_echoed_in_errors():
     ({"CELERY_STACK_LONG_TIME_LIMIT": "2000"}, "BROKER_CONSUMER_TIMEOUT"),
     ({"CELERY_STACK_SHORT_QUEUE": "q", "CELERY_STACK_LONG_QUEUE": "q"}, "must differ"),
     ({"CELERY_STACK_RETRY_BACKOFF_BASE": "500"}, "must not exceed"),
+    ({"CELERY_STACK_SHORT_SOFT_TIME_LIMIT": "20"},
+     "CELERY_STACK_WEBCHECK_DEADLINE=20.0 must be lower than CELERY_STACK_SHORT_SOFT_TIME_LIMIT=20"),
 ])
 def test_relations_between_values(env, message):
     with pytest.raises(s.SettingsError, match=message):

@@ -1,4 +1,6 @@
-"""Website checks against servers on loopback (HTTP, HTTPS with a generated cert, a silent one)."""
+"""Website checks against servers on loopback (HTTP, HTTPS with a generated cert, a silent one).
+
+Loopback is refused by default (tests/test_webcheck_net.py): these checks allow 127.0.0.1."""
 
 import datetime as dt
 import http.server
@@ -11,8 +13,10 @@ import pytest
 
 from celery_stack_app import webcheck
 from celery_stack_app.webcheck import CheckConfigError, parse_checks, run_check
+from celery_stack_app.webcheck_net import AddressPolicy
 
-LIMITS = dict(connect_timeout=2.0, read_timeout=1.0, max_body=4096)
+LOOPBACK_ALLOWED = AddressPolicy.from_entries(["127.0.0.1"])
+LIMITS = dict(connect_timeout=2.0, read_timeout=1.0, max_body=4096, policy=LOOPBACK_ALLOWED)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -133,6 +137,9 @@ def test_config_json_and_yaml():
     assert j[1].interval == webcheck.DEFAULT_INTERVAL and j[1].name == "https://b.example/"
     y = parse_checks("checks:\n- {name: a, url: 'http://a.example', expected_status: 204, contains: ok}\n")
     assert y[0].expected_status == 204 and y[0].contains == "ok"
+    assert not y[0].follow_redirects and "follow_redirects" not in y[0].as_kwargs()
+    f = parse_checks("- {url: 'http://a.example', follow_redirects: true}")
+    assert f[0].follow_redirects and f[0].as_kwargs()["follow_redirects"] is True
 
 
 @pytest.mark.parametrize("text,message", [
@@ -141,6 +148,7 @@ def test_config_json_and_yaml():
     ('[{"url": "http://a", "expected_status": 999}]', "HTTP status"),
     ('[{"url": "http://a", "colour": "red"}]', "unknown key"),
     ('[{"url": "http://a"}, {"url": "http://a"}]', "duplicate check name"),
+    ('[{"url": "http://a", "follow_redirects": "yes"}]', "'follow_redirects' must be true or false"),
     ("{not: [valid", "neither valid JSON nor YAML"),
     ('{"url": "http://a"}', "expected a list"),
 ])
@@ -159,7 +167,7 @@ def test_check_task_rate_limits_per_host(monkeypatch, http_url):
     from celery_stack_app import tasks
     from celery_stack_app.settings import Settings
 
-    monkeypatch.setattr(tasks, "settings", Settings(webcheck_host_interval=5.0))
+    monkeypatch.setattr(tasks, "settings", Settings(webcheck_host_interval=5.0, webcheck_allow=("127.0.0.1/32",)))
     tasks._local_slots.clear()
     delayed = []
     monkeypatch.setattr(tasks.check_website, "apply_async",

@@ -14,7 +14,9 @@ worker unit fails at start with a message an operator can act on.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -136,6 +138,28 @@ def _choice(*choices: str) -> Callable[[str], str]:
 
 def _path(raw: str) -> str:
     return raw.strip()
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+def _allow_list(raw: str) -> tuple[str, ...]:
+    """Networks (CIDR or one address) and host names, separated by commas, semicolons or spaces."""
+    entries: list[str] = []
+    for entry in re.split(r"[,;\s]+", raw.strip()):
+        if not entry:
+            continue
+        if "/" in entry or ":" in entry or entry.replace(".", "").isdigit():
+            try:
+                entries.append(str(ipaddress.ip_network(entry, strict=True)))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not a valid network: {exc}") from None
+            continue
+        name = entry.lower().rstrip(".")
+        if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
+            raise ValueError(f"{entry!r} is neither a network (CIDR or address) nor a host name")
+        entries.append(name)
+    return tuple(dict.fromkeys(entries))
 
 
 def _redact(url: str) -> str:
@@ -275,7 +299,17 @@ class Settings:
     webcheck_connect_timeout: float = _field(
         5.0, _float(0, exclusive_min=True), "Connect timeout (s) of a website check.")
     webcheck_read_timeout: float = _field(
-        10.0, _float(0, exclusive_min=True), "Read timeout (s) of a website check, also its total body deadline.")
+        10.0, _float(0, exclusive_min=True),
+        "Read timeout (s) of a website check: the longest wait for any one read; the deadline bounds the sum.")
+    webcheck_deadline: float = _field(
+        20.0, _float(0, exclusive_min=True),
+        "Total seconds a website check may take (DNS, connect, TLS, headers, body, redirects), even against a "
+        "server that drips bytes; below the short soft time limit, so the check records its own timeout.")
+    webcheck_allow: tuple[str, ...] = _field(
+        (), _allow_list,
+        "Comma-separated networks (CIDR or addresses) and host names website checks may reach although "
+        "loopback, private, link-local, CGNAT or metadata addresses are refused (SSRF); a name trusts its DNS "
+        "answers except metadata addresses; empty = public addresses only.")
     webcheck_host_interval: float = _field(
         1.0, _float(0),
         "Minimum seconds between two checks of one host, across all workers, so a big list cannot "
@@ -301,6 +335,11 @@ class Settings:
                     f"{PREFIX}{hard_name}={hard} must be lower than "
                     f"{PREFIX}BROKER_CONSUMER_TIMEOUT={self.broker_consumer_timeout}: RabbitMQ would close "
                     "the channel of a still-running acks-late task")
+        if self.webcheck_deadline >= self.short_soft_time_limit:
+            raise SettingsError(
+                f"{PREFIX}WEBCHECK_DEADLINE={self.webcheck_deadline} must be lower than "
+                f"{PREFIX}SHORT_SOFT_TIME_LIMIT={self.short_soft_time_limit}: a website check must end, and "
+                "record its timeout, before the soft time limit interrupts it")
         if self.short_queue == self.long_queue:
             raise SettingsError(f"{PREFIX}SHORT_QUEUE and {PREFIX}LONG_QUEUE must differ "
                                 f"(both are {self.short_queue!r})")

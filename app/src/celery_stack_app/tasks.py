@@ -19,6 +19,7 @@ from celery.utils.log import get_task_logger
 from . import audio, storage, webcheck
 from .celery_app import TASKS, app, settings
 from .retry import BadInput, is_transient, policy_from_settings
+from .webcheck_net import AddressPolicy
 
 logger = get_task_logger(__name__)
 POLICY = policy_from_settings(settings)
@@ -222,8 +223,10 @@ def check_website(self, check: dict[str, Any], slot_reserved: bool = False) -> d
                              expires=_now() + dt.timedelta(seconds=wait + float(check.get("interval", 300))))
             logger.info("check %s: host %s busy, delayed %.2f s", check.get("name"), host, wait)
             return None
+    # a refused address or a deadline is a recorded failure like a bad URL: never retried
     record = webcheck.run_check(check, settings.webcheck_connect_timeout, settings.webcheck_read_timeout,
-                                settings.webcheck_max_body_bytes)
+                                settings.webcheck_max_body_bytes, deadline=settings.webcheck_deadline,
+                                policy=AddressPolicy.from_entries(settings.webcheck_allow))
     record["task_id"] = self.request.id
     if store is not None:
         store.record_check(self.request.id or record["check"], record)

@@ -6,7 +6,9 @@ query string says how long to answer:
   ?fast=1        at once
   ?slow=first    the first request of a path waits HOLD seconds, later ones answer at once
   ?slow=always   every request waits HOLD seconds
-HOLD stays below the application's website-check read timeout (10 s).
+HOLD stays below the application's website-check read timeout (10 s) and total
+deadline (CELERY_STACK_WEBCHECK_DEADLINE, 20 s). The workers may reach this host because
+the scenario allows it (group_vars/all/webcheck.yml, CELERY_STACK_WEBCHECK_ALLOW).
 """
 
 import os
