@@ -28,6 +28,7 @@ VALUES = {
     "rabbitmq_application": {"name": "unit", "password": "unit-test-app-password"},
     "rabbitmq_rules_version": "4.3.*",
     "rabbitmq_rules_erlang_version": "1:28.*",
+    "rabbitmq_version": "4.3.6",
     "haproxy_stats_user": "stats",
     "haproxy_stats_password": "unit-test-stats-password",
     "haproxy_route_name": "probe",
