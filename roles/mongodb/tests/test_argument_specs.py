@@ -101,6 +101,22 @@ CASES = {
         {"mongodb_repo_supported_suites": {"8.0": ["noble"]}},
         "MongoDB publishes no 8.0 server packages for Debian bookworm (it does for: noble)",
     ),
+    "previous_admin_password_accepted": (
+        {"mongodb_admin_password_previous": "unit-test-old-admin"},
+        None,
+    ),
+    "previous_admin_password_same_as_new": (
+        {"mongodb_admin_password_previous": "unit-test-admin"},
+        "mongodb_admin_password_previous is the same as mongodb_admin_password.",
+    ),
+    "stepdown_not_longer_than_catch_up": (
+        {"mongodb_restart_stepdown_seconds": 10, "mongodb_restart_catch_up_seconds": 10},
+        "mongodb_restart_stepdown_seconds (10) greater than mongodb_restart_catch_up_seconds (10)",
+    ),
+    "restart_timeout_too_short": (
+        {"mongodb_restart_timeout": 1},
+        "mongodb_restart_timeout must be at least 10 s",
+    ),
     "unsupported_suite_with_explicit_suite": (
         {"mongodb_repo_supported_suites": {"8.0": ["noble"]}, "mongodb_repo_suite": "bookworm"},
         None,
@@ -161,8 +177,13 @@ def test_every_default_is_documented_in_the_spec():
     options = spec["argument_specs"]["main"]["options"]
     assert set(defaults) <= set(options), set(defaults) - set(options)
     # The rest are secrets without a default: required, or required with an
-    # option (checked by assert.yml); never logged.
-    for name in set(options) - set(defaults):
+    # option (checked by assert.yml); never logged. A rotation's previous
+    # password is the one optional secret.
+    optional_secrets = {"mongodb_admin_password_previous"}
+    for name in optional_secrets:
+        assert options[name].get("no_log") and "default" not in options[name], name
+        assert not options[name].get("required"), name
+    for name in set(options) - set(defaults) - optional_secrets:
         assert options[name].get("no_log") and "default" not in options[name], name
         assert options[name].get("required") or "Required when" in str(options[name]["description"]) \
             or "Required with" in str(options[name]["description"]), name
