@@ -68,17 +68,9 @@ members:
 """
 
 import datetime
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    from pymongo import MongoClient
-    from pymongo.errors import OperationFailure, PyMongoError
-except ImportError:
-    PYMONGO_ERROR = traceback.format_exc()
-else:
-    PYMONGO_ERROR = None
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.celery_stack_mongodb import LOGIN_OPTIONS, OperationFailure, PyMongoError, mongo_client
 
 NOT_YET_INITIALIZED = 94
 STATUS_KEYS = ("name", "stateStr", "health", "self", "lastHeartbeatMessage", "infoMessage")
@@ -111,25 +103,11 @@ def merge_members(status, config):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            login_host=dict(type="str", default="127.0.0.1"),
-            login_port=dict(type="int", default=27017),
-            login_user=dict(type="str", required=True),
-            login_password=dict(type="str", required=True, no_log=True),
-            login_database=dict(type="str", default="admin"),
-            connect_timeout=dict(type="int", default=10),
-        ),
+        argument_spec=LOGIN_OPTIONS,
         supports_check_mode=True,
     )
-    if PYMONGO_ERROR:
-        module.fail_json(msg=missing_required_lib("pymongo"), exception=PYMONGO_ERROR)
     p = module.params
-    timeout_ms = p["connect_timeout"] * 1000
-    client = MongoClient(
-        host=p["login_host"], port=p["login_port"], directConnection=True,
-        username=p["login_user"], password=p["login_password"], authSource=p["login_database"],
-        serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-    )
+    client = mongo_client(module, directConnection=True)
     try:
         status = client.admin.command("replSetGetStatus")
         config = client.admin.command("replSetGetConfig")["config"]
