@@ -12,9 +12,7 @@ import urllib.request
 
 import pytest
 
-LB = "flower-lb"
-BROKER = "flower-rmq"
-PREFIX = "/flower"
+from conftest import BROKER, LB, PREFIX
 
 
 def get(url: str, auth: tuple[str, str] | None = None, timeout: float = 10.0):
@@ -27,16 +25,6 @@ def get(url: str, auth: tuple[str, str] | None = None, timeout: float = 10.0):
             return response.status, response.read().decode(), response.headers
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode(errors="replace"), err.headers
-
-
-@pytest.fixture(scope="module")
-def base(address):
-    return f"http://{address(LB)}{PREFIX}"
-
-
-@pytest.fixture(scope="module")
-def ops(secret):
-    return ("ops", secret("flower_ops"))
 
 
 def test_anonymous_requests_get_401(base):

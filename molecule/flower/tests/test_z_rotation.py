@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from test_flower import BROKER, LB, get
+from conftest import BROKER, LB
+from test_flower import get
 
 pytestmark = pytest.mark.disruptive
 ROTATED = ("flower_ops", "flower_monitoring", "haproxy_stats", "rabbitmq_admin", "django_app")
