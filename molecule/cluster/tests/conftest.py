@@ -117,7 +117,21 @@ def run_app_script(app_env):
     return run
 
 
-_TASK_LINE = re.compile(r"Task (?P<name>[\w.]+)\[(?P<id>[^\]]+)\] succeeded")
+# journalctl -o short-unix: "<epoch seconds> <host> <identifier>: <message>".
+_TASK_LINE = re.compile(r"^(?P<at>\d+\.\d+) .*Task (?P<name>[\w.]+)\[(?P<id>[^\]]+)\] succeeded", re.M)
+
+
+def _successes(workers, prefix: str, since: float) -> dict[str, list[tuple[float, str]]]:
+    """Per worker host, (time, task id) of each successful execution of a task
+    whose id starts with ``prefix``, from the pools' journals."""
+    out: dict[str, list[tuple[float, str]]] = {}
+    for host in workers:
+        cmd = (f"journalctl --since @{int(since) - 5} -o short-unix --no-pager "
+               f"-u 'celery-worker-*' | grep -F {shlex.quote('[' + prefix)} || true")
+        proc = podman("exec", host, "sh", "-c", cmd, timeout=120)
+        out[host] = [(float(m["at"]), m["id"]) for m in _TASK_LINE.finditer(proc.stdout)
+                     if m["id"].startswith(prefix)]
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -126,17 +140,18 @@ def executions(workers):
     workers' journals: {host: Counter(task_id -> times)}."""
 
     def read(prefix: str, since: float) -> dict[str, Counter]:
-        out: dict[str, Counter] = {}
-        for host in workers:
-            cmd = (f"journalctl --since @{int(since) - 5} -o cat --no-pager "
-                   f"-u 'celery-worker-*' | grep -F {shlex.quote('[' + prefix)} || true")
-            proc = podman("exec", host, "sh", "-c", cmd, timeout=120)
-            counts: Counter = Counter()
-            for match in _TASK_LINE.finditer(proc.stdout):
-                if match["id"].startswith(prefix):
-                    counts[match["id"]] += 1
-            out[host] = counts
-        return out
+        return {host: Counter(tid for _, tid in found) for host, found in _successes(workers, prefix, since).items()}
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def execution_times(workers):
+    """Times of the successful executions of tasks whose id starts with
+    ``prefix``, from every worker host, in order."""
+
+    def read(prefix: str, since: float) -> list[float]:
+        return sorted(at for found in _successes(workers, prefix, since).values() for at, _ in found)
 
     return read
 
@@ -192,16 +207,30 @@ class SteadyStream:
     MAX_SECONDS = "900"    # the producer's own bound; tests stop it much earlier
     OUT, STOP = "/tmp/cluster-tests/stream.json", "/tmp/cluster-tests/stream.stop"
 
-    def __init__(self, host: str, run_app_script, executions, journal_suppressed, kind: str):
+    def __init__(self, host: str, run_app_script, executions, execution_times, journal_suppressed, kind: str,
+                 queues: tuple[str, ...]):
         self.host, self._run, self._executions, self._suppressed = host, run_app_script, executions, journal_suppressed
-        self.prefix = new_prefix(kind)
+        self._times = execution_times
+        self.prefix, self.queues = new_prefix(kind), queues
         self.since = time.time()
 
     def start(self) -> SteadyStream:
         podman("exec", self.host, "rm", "-f", self.OUT, self.STOP)
-        self._run(self.host, "producer.py", "stream", self.NOOP, "short", self.prefix, self.OUT, self.STOP,
-                  self.RATE, self.MAX_SECONDS, detach=True)
+        self._run(self.host, "producer.py", "stream", self.NOOP, ",".join(self.queues), self.prefix, self.OUT,
+                  self.STOP, self.RATE, self.MAX_SECONDS, detach=True)
         return self
+
+    def longest_pauses(self, begin: float, end: float) -> dict[str, float]:
+        """Per queue, the longest time between ``begin`` and ``end`` in which no
+        task of the stream was executed from it: the time its consumption
+        stood still (the stream keeps every queue fed, so a pause longer than
+        a few publishing intervals is a queue nobody consumed)."""
+        pauses = {}
+        for queue in self.queues:
+            times = [at for at in self._times(f"{self.prefix}{queue}.", begin) if begin <= at <= end]
+            edges = [begin, *times, end]
+            pauses[queue] = round(max(b - a for a, b in zip(edges, edges[1:])), 2)
+        return pauses
 
     def progress(self) -> dict | None:
         proc = podman("exec", self.host, "cat", self.OUT, check=False)
@@ -251,10 +280,12 @@ class SteadyStream:
 
 
 @pytest.fixture()
-def steady_stream(workers, run_app_script, executions, journal_suppressed):
-    """Start a steady stream of tasks from the first worker host: ``steady_stream(kind)``."""
+def steady_stream(workers, run_app_script, executions, execution_times, journal_suppressed):
+    """Start a steady stream of tasks from the first worker host:
+    ``steady_stream(kind, queues=("short",))``, the queues fed in turn."""
 
-    def start(kind: str) -> SteadyStream:
-        return SteadyStream(workers[0], run_app_script, executions, journal_suppressed, kind).start()
+    def start(kind: str, queues: tuple[str, ...] = ("short",)) -> SteadyStream:
+        return SteadyStream(workers[0], run_app_script, executions, execution_times, journal_suppressed, kind,
+                            queues).start()
 
     return start

@@ -5,9 +5,14 @@ one at a time (quorum check, HAProxy drain, maintenance mode, restart, wait,
 revive), then the worker hosts' pools one host at a time (each answering
 ping before the next stops). From the journals, no broker and no worker host
 stops before the previous one started again; every confirmed task is
-executed; no queue stays without a consumer longer than one host's pool
-restart; HAProxy's servers are all UP afterwards; a second converge changes
-nothing. Figures in .cache/cluster/rolling-restart.json."""
+executed; no queue's consumption stands still longer than one host's pool
+restart (measured from the executions themselves: the stream feeds both
+queues); HAProxy's servers are all UP afterwards; a second converge changes
+nothing. Figures in .cache/cluster/rolling-restart.json.
+
+The management API's consumer counts are reported beside, not asserted on:
+a quorum queue's counts come from its leader's periodic metrics, so they lag
+a leader move by up to the statistics interval."""
 
 from __future__ import annotations
 
@@ -51,6 +56,27 @@ def windows_of(unit_events, hosts, units, since) -> dict[str, tuple[float, float
     return windows
 
 
+def reconnects(workers, units, since) -> dict[str, list[float]]:
+    """Per host/unit, the seconds from each "Connection to broker lost" to the
+    pool's next "Connected to" (Celery's consumer log lines)."""
+    found: dict[str, list[float]] = {}
+    for host in workers:
+        argv = ["exec", host, "journalctl", "-o", "json", "--no-pager", "--since", f"@{int(since)}"]
+        for unit in units:
+            argv += ["-u", unit]
+        lost: dict[str, float] = {}
+        for line in podman(*argv, timeout=120).stdout.splitlines():
+            entry = json.loads(line)
+            message, unit = str(entry.get("MESSAGE", "")), entry.get("_SYSTEMD_UNIT", "")
+            at = int(entry["__REALTIME_TIMESTAMP"]) / 1e6
+            if "Connection to broker lost" in message:
+                lost.setdefault(unit, at)
+            elif message.startswith("Connected to ") and unit in lost:
+                found.setdefault(f"{host}/{unit}", []).append(round(at - lost.pop(unit), 2))
+        found.update({f"{host}/{unit}": [-1.0] for unit in lost})  # lost and never back: fails below
+    return found
+
+
 def overlaps(windows) -> list[tuple[str, str]]:
     order = sorted(windows, key=lambda h: windows[h][0])
     return [(a, b) for a, b in zip(order, order[1:]) if windows[b][0] < windows[a][1]]
@@ -70,13 +96,13 @@ def test_setting_and_release_roll_brokers_then_pools_without_loss(
             counts[queue] = body.get("consumers", 0)
         return counts
 
-    stream = steady_stream("rolling")
+    stream = steady_stream("rolling", QUEUES)
     since = time.time()
     before = stream.confirmed_at_least(200, 180, "the stream to get going")
     watch = sampler(consumers)
-    started = time.monotonic()
+    started, began = time.monotonic(), time.time()
     result = converge(*args)
-    converge_seconds = round(time.monotonic() - started, 1)
+    converge_seconds, ended = round(time.monotonic() - started, 1), time.time()
     watch.stop()
     assert result.returncode == 0, result.tail
     during = stream.confirmed_at_least(before + 100, 300, "the stream to go on after the restarts")
@@ -93,18 +119,22 @@ def test_setting_and_release_roll_brokers_then_pools_without_loss(
                for row in stat.stdout.splitlines() if row and not row.startswith("#")
                and row.split(",")[1] in brokers}
     longest_pool_restart = max(end - begin for begin, end in pool_windows.values())
-    gaps = {queue: watch.longest_run(lambda counts, q=queue: counts[q] == 0) for queue in QUEUES}
+    reported_gaps = {queue: watch.longest_run(lambda counts, q=queue: counts[q] == 0) for queue in QUEUES}
     read = [counts for _, counts in watch.samples if counts is not None]
+    pauses = stream.longest_pauses(began, ended)
+    back = reconnects(workers, POOL_UNITS, since)
 
     again = converge(*args)
     changed = again.changed
-    stream.finish("rolling-restart", {
+    figures = stream.finish("rolling-restart", {
         "converge_seconds": converge_seconds,
         "broker_down_seconds": {h: round(e - b, 1) for h, (b, e) in broker_windows.items()},
         "pool_restart_seconds": {h: round(e - b, 1) for h, (b, e) in pool_windows.items()},
         "broker_order": sorted(broker_windows, key=lambda h: broker_windows[h][0]),
         "worker_order": sorted(pool_windows, key=lambda h: pool_windows[h][0]),
-        "longest_without_consumer_seconds": gaps,
+        "longest_consumption_pause_seconds": pauses,
+        "pool_reconnect_seconds": back,
+        "management_reported_without_consumer_seconds": reported_gaps,
         "consumer_samples": len(read), "unreadable_consumer_samples": len(watch.samples) - len(read),
         "confirmed_before_converge": before, "confirmed_by_end_of_converge_at_least": during - before,
         "haproxy_servers_after": {f"{b}/{s}": st for (b, s), st in servers.items()},
@@ -114,9 +144,13 @@ def test_setting_and_release_roll_brokers_then_pools_without_loss(
     assert not overlaps(pool_windows), f"worker hosts restarted their pools at the same time: {pool_windows}"
     assert servers and set(servers.values()) == {"UP"}, servers
     assert len(read) > 10, f"the consumer counts were read {len(read)} times only"
-    # A broker restart closes its clients' connections too: no queue may stay
-    # without a consumer longer than one node's or one host's restart.
-    longest_restart = max(longest_pool_restart, *(e - b for b, e in broker_windows.values()))
-    assert all(gap <= longest_restart + 2 for gap in gaps.values()), (gaps, longest_restart)
+    # Every pool that lost its broker connection (its node drained) got one back.
+    assert all(seconds >= 0 for each in back.values() for seconds in each), back
+    # No queue's consumption stood still longer than one host's pool restart,
+    # broker restarts included. The slack is the stream's own share of a
+    # pause: its publishing interval and its longest wait for a confirm.
+    slack = 2 * len(QUEUES) / float(stream.RATE) + figures["longest_confirm_wait_seconds"]
+    assert all(pause <= longest_pool_restart + slack for pause in pauses.values()), (
+        pauses, longest_pool_restart, slack)
     assert again.returncode == 0, again.tail
     assert changed and set(changed.values()) == {0}, changed

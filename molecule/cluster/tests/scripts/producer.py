@@ -6,8 +6,9 @@ publisher confirms, so a send that returns is a message RabbitMQ has.
 
   producer.py send TASK QUEUE COUNT PREFIX [KWARGS_JSON]
       COUNT tasks with ids PREFIX0..; prints {"confirmed": [...], "failed": {...}}
-  producer.py stream TASK QUEUE PREFIX OUTFILE STOPFILE RATE MAX_SECONDS
-      a steady stream (at most RATE per second) until STOPFILE exists or
+  producer.py stream TASK QUEUES PREFIX OUTFILE STOPFILE RATE MAX_SECONDS
+      a steady stream (at most RATE per second, QUEUES comma-separated and
+      taken in turn, ids PREFIX<queue>.<n>) until STOPFILE exists or
       MAX_SECONDS passed; OUTFILE gets the progress every half second and
       the final {"confirmed": [...], "failed": {...}, "done": true} and the
       longest wait for a confirmed publish, "longest_confirm_wait_seconds"
@@ -37,8 +38,9 @@ def cmd_send(task, queue, count, prefix, kwargs="{}"):
     print(json.dumps({"confirmed": confirmed, "failed": failed}))
 
 
-def cmd_stream(task, queue, prefix, outfile, stopfile, rate, max_seconds):
+def cmd_stream(task, queues, prefix, outfile, stopfile, rate, max_seconds):
     rate, max_seconds = float(rate), float(max_seconds)
+    queues = queues.split(",")
     confirmed, failed = [], {}
     longest_wait = 0.0
     start = last_write = time.monotonic()
@@ -55,7 +57,8 @@ def cmd_stream(task, queue, prefix, outfile, stopfile, rate, max_seconds):
         os.replace(tmp, outfile)
 
     while not os.path.exists(stopfile) and time.monotonic() - start < max_seconds:
-        tid = f"{prefix}{i}"
+        queue = queues[i % len(queues)]
+        tid = f"{prefix}{queue}.{i}"
         i += 1
         t0 = time.monotonic()
         try:
