@@ -89,7 +89,29 @@ def app_env(lb, app_password):
 
 
 @pytest.fixture(scope="session")
-def run_app_script(app_env):
+def app_env_file(app_env, tmp_path_factory):
+    """``app_env_file(extra)``: a private file of the application's settings
+    (plus ``extra``) for ``podman exec --env-file``, so that the broker
+    password never appears on a command line."""
+    directory = tmp_path_factory.mktemp("app-env")
+    directory.chmod(0o700)
+    written: dict[tuple, str] = {}
+
+    def path(extra: dict | None = None) -> str:
+        values = {**app_env, **(extra or {})}
+        key = tuple(sorted(values.items()))
+        if key not in written:
+            target = directory / f"env-{len(written)}"
+            target.touch(mode=0o600)
+            target.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+            written[key] = str(target)
+        return written[key]
+
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_app_script(app_env_file):
     """Run one of tests/scripts/*.py with the deployed application's Python on a host."""
     copied: set[tuple[str, str]] = set()
 
@@ -104,10 +126,7 @@ def run_app_script(app_env):
     def run(host: str, script: str, *args: str, detach: bool = False, timeout: float = 300,
             python: str = f"{APP_VENV}/bin/python", env: dict | None = None):
         target = ensure(host, script)
-        envs = []
-        for key, value in {**app_env, **(env or {})}.items():
-            envs += ["-e", f"{key}={value}"]
-        cmd = ["exec", *(["-d"] if detach else []), *envs, host, python, target, *args]
+        cmd = ["exec", *(["-d"] if detach else []), "--env-file", app_env_file(env), host, python, target, *args]
         proc = podman(*cmd, check=False, timeout=timeout)
         if proc.returncode != 0:
             pytest.fail(f"{script} {' '.join(args)} on {host} failed ({proc.returncode}):\n"

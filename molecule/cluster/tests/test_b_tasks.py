@@ -8,9 +8,8 @@ from cluster_helpers import new_prefix, podman, report, wait_for
 HEALTH, NOOP = "celery_stack_app.health", "celery_stack_app.noop"
 
 
-def test_health_round_trip_through_haproxy(workers, app_env):
-    envs = [arg for k, v in app_env.items() for arg in ("-e", f"{k}={v}")]
-    out = podman("exec", *envs, workers[-1], "/opt/celery-stack/current/venv/bin/celery-stack",
+def test_health_round_trip_through_haproxy(workers, app_env_file):
+    out = podman("exec", "--env-file", app_env_file(), workers[-1], "/opt/celery-stack/current/venv/bin/celery-stack",
                  "health", "--timeout", "30").stdout
     answer = json.loads(out)
     assert answer["status"] == "ok"

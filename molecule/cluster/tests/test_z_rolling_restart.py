@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import shutil
 import time
 
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.disruptive
 QUEUES = ("short", "long")
 POOL_UNITS = [f"celery-worker-{queue}.service" for queue in QUEUES]
 BROKER_UNIT = "rabbitmq-server.service"
+# Celery's consumer, once connected: "[<time>: INFO/MainProcess] Connected to amqp://user:**@host:5672/vhost".
+CONNECTED = re.compile(r"\bConnected to \w+://")
 # HAProxy's runtime API: the CSV of `show stat` (field 17 is the status).
 SHOW_STAT = (
     "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock');"
@@ -58,7 +61,8 @@ def windows_of(unit_events, hosts, units, since) -> dict[str, tuple[float, float
 
 def reconnects(workers, units, since) -> dict[str, list[float]]:
     """Per host/unit, the seconds from each "Connection to broker lost" to the
-    pool's next "Connected to" (Celery's consumer log lines)."""
+    pool's next "Connected to" (Celery's consumer log lines; a pool restarted
+    in between counts until its new process connected)."""
     found: dict[str, list[float]] = {}
     for host in workers:
         argv = ["exec", host, "journalctl", "-o", "json", "--no-pager", "--since", f"@{int(since)}"]
@@ -71,7 +75,7 @@ def reconnects(workers, units, since) -> dict[str, list[float]]:
             at = int(entry["__REALTIME_TIMESTAMP"]) / 1e6
             if "Connection to broker lost" in message:
                 lost.setdefault(unit, at)
-            elif message.startswith("Connected to ") and unit in lost:
+            elif CONNECTED.search(message) and unit in lost:
                 found.setdefault(f"{host}/{unit}", []).append(round(at - lost.pop(unit), 2))
         found.update({f"{host}/{unit}": [-1.0] for unit in lost})  # lost and never back: fails below
     return found

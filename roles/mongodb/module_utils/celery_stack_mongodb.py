@@ -42,3 +42,21 @@ def mongo_client(module, **where):
         username=p["login_user"], password=p["login_password"], authSource=p["login_database"],
         serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, **where,
     )
+
+
+def ttl_index_plan(existing: dict, name: str, key: list, seconds: int) -> tuple[str, str]:
+    """What to do about a TTL index, from the collection's index_information():
+    ("keep" | "create" | "change", why). Refuses (ValueError) an index of that
+    name on other keys, or one without a TTL: dropping it is the operator's
+    decision, not a converge's."""
+    found = existing.get(name)
+    if found is None:
+        return "create", f"no index named {name}"
+    keys = [tuple(pair) for pair in found.get("key", [])]
+    if keys != [tuple(pair) for pair in key]:
+        raise ValueError(f"index {name} exists on {keys}, not on {[tuple(p) for p in key]}; drop or rename it first")
+    if "expireAfterSeconds" not in found:
+        raise ValueError(f"index {name} exists without a TTL (collMod cannot add one); drop it first")
+    if int(found["expireAfterSeconds"]) == int(seconds):
+        return "keep", f"expireAfterSeconds is {seconds} already"
+    return "change", f"expireAfterSeconds {found['expireAfterSeconds']} -> {seconds}"
