@@ -79,7 +79,7 @@ def routes(s: Settings) -> dict[str, dict[str, str]]:
 
 
 def build_config(s: Settings) -> dict[str, Any]:
-    """Celery settings from our settings. Each line says why (seeds in shared/seeds)."""
+    """Celery settings from our settings. Each line says why."""
     from . import webcheck
 
     queues = task_queues(s)
@@ -97,7 +97,7 @@ def build_config(s: Settings) -> dict[str, Any]:
         # -- serialization: JSON only, nothing executable crosses the broker --
         task_serializer="json", result_serializer="json", accept_content=["json"],
         timezone="UTC", enable_utc=True,
-        # -- queues and routing (seed 000: separate queues for short and long work) --
+        # -- queues and routing: short and long work on separate queues (Celery docs, 'Prefetch Limits') --
         task_queues=queues,
         task_routes=routes(s),
         task_default_queue=s.short_queue,
@@ -108,7 +108,7 @@ def build_config(s: Settings) -> dict[str, Any]:
         task_create_missing_queue_type=s.queue_type,
         # quorum queues have no global QoS: Celery 5.5+ detects them and uses per-consumer prefetch
         worker_detect_quorum_queues=True,
-        # -- reliability (seeds 001, 003: idempotent tasks + acks_late) --
+        # -- reliability: idempotent tasks + acks_late (Celery docs, setting 'task_acks_late') --
         task_acks_late=True,                           # ack after the task ran: a crash redelivers it
         task_reject_on_worker_lost=True,               # a killed child requeues; x-delivery-limit ends loops
         # a failed or timed-out task is not redelivered (Celery 5.7 deprecates the
@@ -118,12 +118,12 @@ def build_config(s: Settings) -> dict[str, Any]:
         # with acks_late a lost connection redelivers the message anyway: stop the copy here
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_prefetch_multiplier=s.long_prefetch_multiplier,  # refined per worker in _on_worker_init
-        # -- resource limits (seeds 000, 003) --
+        # -- resource limits: end hung tasks, recycle leaking processes (Celery docs, Workers: 'Time Limits') --
         task_soft_time_limit=s.short_soft_time_limit,  # defaults; long tasks set their own
         task_time_limit=s.short_time_limit,
         worker_max_tasks_per_child=s.max_tasks_per_child or None,
         worker_max_memory_per_child=s.max_memory_per_child or None,
-        # -- results (seed 004: ignore results nobody reads; seed 000: tombstones in MongoDB) --
+        # -- results: ignore results nobody reads ('Ignore results you don't want'); error tombstones in MongoDB --
         task_ignore_result=True,
         task_store_errors_even_if_ignored=s.has_mongodb,
         result_backend=RESULT_BACKEND if s.has_mongodb else None,
@@ -132,7 +132,7 @@ def build_config(s: Settings) -> dict[str, Any]:
         result_extended=False,
         mongodb_backend_settings={"database": s.mongodb_database, "taskmeta_collection": "celery_taskmeta",
                                   "groupmeta_collection": "celery_groupmeta"},
-        # -- events for Flower (seeds 000, 003) --
+        # -- events for Flower (Celery docs, 'Monitoring and Management Guide') --
         worker_send_task_events=s.task_events,
         # 'task-sent' is published on the task's own (confirmed) channel: one more broker
         # round trip per task for the client, so off unless asked for

@@ -3,8 +3,8 @@
 Only *transient* errors are retried: the broker, the database or the network
 failing for a while. Bad input is never retried: it is recorded as a failed
 result (:class:`BadInput`), because redelivering it would fail the same way
-forever (seed 003: "retries and failures"; seed 000: idempotent tasks and
-tombstones instead of blind retries).
+forever. Tasks are idempotent, and a failure is kept as a tombstone instead
+of being retried blindly.
 """
 
 from __future__ import annotations

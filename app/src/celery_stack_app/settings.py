@@ -1,11 +1,8 @@
 """Every setting of the application, read once from ``CELERY_STACK_*`` variables.
 
 This is the only place that reads the environment. Each value has a
-production default and a one-line reason; the seeds quoted below are the
-production lessons in ``shared/seeds`` (000: "Celery + RMQ + MongoDB, an ETL
-story", 001: "Lessons learned with RabbitMQ & Celery", 002: "processing queue
-spread over servers" (rate limits), 003: "production ready task queueing
-with Celery" (batching, retries, DLQ), 004: "Celery in production").
+production default and a one-line reason, citing the public Celery, RabbitMQ
+or MongoDB documentation where it helps.
 
 An invalid value raises :class:`SettingsError` naming the variable, so a
 worker unit fails at start with a message an operator can act on.
@@ -205,12 +202,15 @@ class Settings:
         "Quorum queues: replicated, durable and with a delivery-limit that ends poison "
         "messages in the dead-letter queue (classic only for brokers without quorum queues).")
     short_queue: str = _field(
-        "short", _name, "Queue of short tasks: website checks, bookkeeping, health (seeds 000, 004).")
+        "short", _name, "Queue of short tasks: website checks, bookkeeping, health; never behind a long task.")
     long_queue: str = _field(
-        "long", _name, "Queue of long tasks: audio analysis (seed 000: separate queues for long work).")
+        "long", _name,
+        "Queue of long tasks: audio analysis, separate so long work never delays short tasks (Celery docs, "
+        "https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits).")
     dead_letter_exchange: str = _field(
         "celery_stack.dlx", _name,
-        "Exchange receiving messages rejected without requeue or over the delivery limit (seed 003: DLQ).")
+        "Exchange receiving messages rejected without requeue or over the delivery limit "
+        "(RabbitMQ docs, https://www.rabbitmq.com/docs/dlx).")
     dead_letter_queue: str = _field(
         "celery_stack.dead_letter", _name,
         "Queue collecting dead-lettered task messages for inspection and requeue (`celery-stack dlq`).")
@@ -231,7 +231,8 @@ class Settings:
         "quickly instead of blocking a worker slot for pymongo's default 30 s.")
     result_expires: int = _field(
         7 * 86400, _int(60),
-        "Seconds a stored task result (or error tombstone, seed 000) is kept; a TTL index enforces it.")
+        "Seconds a stored task result (or error tombstone) is kept; a TTL index enforces it "
+        "(MongoDB docs, https://www.mongodb.com/docs/manual/core/index-ttl/).")
     check_retention: int = _field(
         30 * 86400, _int(3600),
         "Seconds website check records are kept (TTL index), so the collection does not grow forever.")
@@ -239,7 +240,9 @@ class Settings:
     short_soft_time_limit: int = _field(
         25, _int(1), "Soft time limit (s) of short tasks: SoftTimeLimitExceeded lets them record a clean error.")
     short_time_limit: int = _field(
-        30, _int(1), "Hard time limit (s) of short tasks (seed 000: fixes hanging tasks and RAM issues).")
+        30, _int(1),
+        "Hard time limit (s) of short tasks: a hanging task is killed and its memory freed "
+        "(Celery docs, https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits).")
     long_soft_time_limit: int = _field(
         540, _int(1), "Soft time limit (s) of long tasks (audio analysis).")
     long_time_limit: int = _field(
@@ -251,16 +254,20 @@ class Settings:
     long_prefetch_multiplier: int = _field(
         1, _int(1, 1000),
         "Prefetch of a worker consuming long tasks: 1, so a long task never waits behind another "
-        "on a busy process (Celery docs, 'Prefetch limits'; seed 003: -Ofair).")
+        "on a busy process (Celery docs, "
+        "https://docs.celeryq.dev/en/stable/userguide/optimizing.html#prefetch-limits).")
     max_tasks_per_child: int = _field(
         500, _int(0),
-        "Recycle a pool process after this many tasks, bounding leaks (seeds 000, 001, 003); 0 = never.")
+        "Recycle a pool process after this many tasks, bounding leaks (Celery docs, "
+        "https://docs.celeryq.dev/en/stable/userguide/workers.html#max-tasks-per-child-setting); 0 = never.")
     max_memory_per_child: int = _field(
         1024 * 1024, _int(0),
         "KiB of resident memory after which a pool process is replaced once its task ends "
-        "(seeds 000, 003); generous so decoding a big file does not churn processes; 0 = off.")
+        "(Celery docs, https://docs.celeryq.dev/en/stable/userguide/workers.html#max-memory-per-child-setting); "
+        "generous so decoding a big file does not churn processes; 0 = off.")
     task_events: bool = _field(
-        True, _bool, "Workers send task events so Flower shows task progress (seeds 000, 003); "
+        True, _bool, "Workers send task events so Flower shows task progress (Celery docs, "
+        "https://docs.celeryq.dev/en/stable/userguide/monitoring.html); "
         "sent without publisher confirms (telemetry).")
     task_sent_event: bool = _field(
         False, _bool,
@@ -270,17 +277,17 @@ class Settings:
     retry_max: int = _field(
         5, _int(0, 100), "Retries of a transient error (broker, database, network) before the task fails.")
     retry_backoff_base: float = _field(
-        2.0, _float(0, exclusive_min=True), "First retry delay (s); doubles on each retry (seed 003).")
+        2.0, _float(0, exclusive_min=True), "First retry delay (s); doubles on each retry (exponential backoff).")
     retry_backoff_max: float = _field(
         300.0, _float(0, exclusive_min=True), "Cap of the retry delay (s).")
     # ---- audio ----------------------------------------------------------
     max_audio_bytes: int = _field(
         512 * 1024 * 1024, _int(1),
-        "Files larger than this are refused with a recorded failure (seed 000: keep payloads small; bounds RAM/CPU).")
+        "Files larger than this are refused with a recorded failure: keeps each task's work small; bounds RAM/CPU.")
     batch_chunk_size: int = _field(
         10, _int(1, 10000),
-        "Files per analysis task in a batch: fewer, larger messages and bulk writes (seed 003 'batching'), "
-        "while one task stays a few seconds (seed 001).")
+        "Files per analysis task in a batch: fewer, larger messages and bulk writes, "
+        "while one task stays a few seconds.")
     bulk_window: int = _field(
         512, _int(1, 65535),
         "Task messages in flight, unconfirmed, during a batch submit: publisher confirms are collected "
@@ -313,7 +320,7 @@ class Settings:
     webcheck_host_interval: float = _field(
         1.0, _float(0),
         "Minimum seconds between two checks of one host, across all workers, so a big list cannot "
-        "hammer one site (seed 002: rate limits); 0 = off.")
+        "hammer one site; 0 = off.")
     webcheck_max_body_bytes: int = _field(
         1024 * 1024, _int(0), "Bytes of a response body read for the content match; the rest is not downloaded.")
 

@@ -5,10 +5,11 @@ Nothing here connects at import time. :func:`get_storage` builds one
 so the worker drops it in every new pool process), and the indexes are
 ensured once per process.
 
-Writes are idempotent (seed 001: re-entrant tasks; seed 000: idempotency and
-atomicity): blobs are keyed by their sha256, analysis results by
-(sha256, analysis version) and written in one ``replace_one(upsert=True)``,
-check records by the task id, batch items by (batch, sha256).
+Writes are idempotent and atomic, so a redelivered task can safely run again
+(Celery docs, https://docs.celeryq.dev/en/stable/userguide/tasks.html): blobs
+are keyed by their sha256, analysis results by (sha256, analysis version) and
+written in one ``replace_one(upsert=True)``, check records by the task id,
+batch items by (batch, sha256).
 """
 
 from __future__ import annotations
@@ -266,7 +267,7 @@ class Storage:
         """Reserve the next free slot for ``host``; returns seconds to wait (0 = go now).
 
         Slots are ``interval`` seconds apart across every worker sharing this
-        database (seed 002: servers must not take on more than a site allows).
+        database, so all servers together never load a site more than it allows.
         Optimistic concurrency: read, compute, conditional write, repeat.
         """
         if interval <= 0:

@@ -158,7 +158,7 @@ def analyse(self, sha256: str, name: str | None = None, force: bool = False) -> 
 
 @app.task(name=f"{TASKS}.analyse_chunk", bind=True, base=StackTask, ignore_result=True, **LONG_LIMITS)
 def analyse_chunk(self, batch_id: str, shas: list[str], force: bool = False) -> dict[str, int]:
-    """Analyse a slice of a batch (seed 003: batching), then try the batch's final stage.
+    """Analyse a slice of a batch (fewer, larger messages), then try the batch's final stage.
 
     Each file's result is its own atomic upsert, so a redelivered chunk skips
     what is done. If the soft time limit strikes, the file at hand is

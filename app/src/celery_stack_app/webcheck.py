@@ -1,4 +1,4 @@
-"""Website checks (seed 000: "a worker testing websites periodically").
+"""Website checks: a worker tests websites periodically (scheduled by Celery beat).
 
 - :func:`load_checks` reads the JSON or YAML list named by
   ``CELERY_STACK_WEBCHECK_CONFIG`` and validates it (clear errors naming the

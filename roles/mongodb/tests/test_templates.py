@@ -49,7 +49,7 @@ CASES = {
     # Every supported series, with the role's defaults.
     "8.0-defaults": ({"_mongodb_installed_version": "8.0.17"}, conf()),
     "7.0-defaults": ({"_mongodb_installed_version": "7.0.26", "mongodb_series": "7.0"}, conf()),
-    # The seed's "no journaling": MongoDB >= 6.1 has no such option.
+    # "No journaling" (an old speed tip): MongoDB >= 6.1 has no such option.
     "8.0-no-journal": (
         {"_mongodb_installed_version": "8.0.17", "mongodb_journal_enabled": False}, conf()),
     "7.0-no-journal": (
