@@ -73,14 +73,18 @@ def playbook_runner(tmp_path_factory):
 STUB_TASK = "Stub of {role}/tasks/{file}: the real tasks do not run here"
 
 
-def stub_roles(directory: pathlib.Path, stubbed: list[str]) -> pathlib.Path:
+def stub_roles(directory: pathlib.Path, stubbed: list[str],
+               real_tasks: dict[str, list[str]] | None = None) -> pathlib.Path:
     """A roles path in `directory`: the kit's roles, those in `stubbed` as stubs.
 
     A stub keeps the real meta/, defaults/ and vars/ (links) and has each of
     the real role's task files, each holding only a debug task named
     STUB_TASK: the argument spec of any entry point is validated as in the
-    real role, then nothing touches the machine.
+    real role, then nothing touches the machine. `real_tasks` names, per
+    stubbed role, task files kept real (links), e.g. checks that run on the
+    controller only: {"celery_worker": ["assert.yml"]}.
     """
+    real_tasks = real_tasks or {}
     directory.mkdir(parents=True, exist_ok=True)
     for role in sorted((ROOT / "roles").iterdir()):
         if not (role / "tasks").is_dir():
@@ -93,7 +97,12 @@ def stub_roles(directory: pathlib.Path, stubbed: list[str]) -> pathlib.Path:
         for part in ("meta", "defaults", "vars"):
             if (role / part).is_dir():
                 (target / part).symlink_to(role / part)
+        missing = set(real_tasks.get(role.name, [])) - {f.name for f in (role / "tasks").glob("*.yml")}
+        assert not missing, f"{role.name} has no task file {sorted(missing)}"
         for task_file in (role / "tasks").glob("*.yml"):
+            if task_file.name in real_tasks.get(role.name, []):
+                (target / "tasks" / task_file.name).symlink_to(task_file)
+                continue
             (target / "tasks" / task_file.name).write_text(yaml.safe_dump([{
                 "name": STUB_TASK.format(role=role.name, file=task_file.name),
                 "ansible.builtin.debug": {"msg": "stub"},
@@ -104,7 +113,8 @@ def stub_roles(directory: pathlib.Path, stubbed: list[str]) -> pathlib.Path:
 def recording_play(name: str, variables: dict, task: dict, out: pathlib.Path) -> dict:
     """A play that runs `task` and writes what happened to the file `out`.
 
-    The file holds JSON: {"failed_task": name or null, "msg": the failure message}.
+    The file holds JSON: {"failed_task": name or null, "msg": the failure message,
+    "item_msgs": the messages of the failed items when the task was a loop}.
     """
     return {
         "name": name,
@@ -115,13 +125,16 @@ def recording_play(name: str, variables: dict, task: dict, out: pathlib.Path) ->
             "block": [
                 task,
                 {"ansible.builtin.copy": {
-                    "content": '{{ {"failed_task": None, "msg": ""} | to_json }}',
+                    "content": '{{ {"failed_task": None, "msg": "", "item_msgs": []} | to_json }}',
                     "dest": str(out), "mode": "0644"}},
             ],
             "rescue": [
                 {"ansible.builtin.copy": {
                     "content": '{{ {"failed_task": ansible_failed_task.name,'
-                               ' "msg": ansible_failed_result.msg | default("")} | to_json }}',
+                               ' "msg": ansible_failed_result.msg | default(""),'
+                               ' "item_msgs": ansible_failed_result.results | default([])'
+                               ' | selectattr("failed", "defined") | selectattr("failed")'
+                               ' | map(attribute="msg") | list} | to_json }}',
                     "dest": str(out), "mode": "0644"}},
             ],
         }],

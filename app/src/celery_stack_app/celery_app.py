@@ -119,7 +119,9 @@ def build_config(s: Settings) -> dict[str, Any]:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_prefetch_multiplier=s.long_prefetch_multiplier,  # refined per worker in _on_worker_init
         # -- resource limits: end hung tasks, recycle leaking processes (Celery docs, Workers: 'Time Limits') --
-        task_soft_time_limit=s.short_soft_time_limit,  # defaults; long tasks set their own
+        # defaults; long tasks set their own. Enforced on prefork only (gevent: the hard one):
+        # on threads, the kit's short pool, short tasks bound themselves (tasks.SHORT_LIMITS)
+        task_soft_time_limit=s.short_soft_time_limit,
         task_time_limit=s.short_time_limit,
         worker_max_tasks_per_child=s.max_tasks_per_child or None,
         worker_max_memory_per_child=s.max_memory_per_child or None,

@@ -238,15 +238,20 @@ class Settings:
         "Seconds website check records are kept (TTL index), so the collection does not grow forever.")
     # ---- worker resource limits ----------------------------------------
     short_soft_time_limit: int = _field(
-        25, _int(1), "Soft time limit (s) of short tasks: SoftTimeLimitExceeded lets them record a clean error.")
+        25, _int(1),
+        "Soft time limit (s) of short tasks on a prefork pool: SoftTimeLimitExceeded lets them record a clean "
+        "error. Void on a threads pool (the kit's short pool), where a website check ends by its own deadline.")
     short_time_limit: int = _field(
         30, _int(1),
-        "Hard time limit (s) of short tasks: a hanging task is killed and its memory freed "
-        "(Celery docs, https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits).")
+        "Hard time limit (s) of short tasks on a prefork pool: a hanging task is killed and its memory freed "
+        "(Celery docs, https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits); Celery enforces "
+        "no time limit on threads, solo or eventlet pools.")
     long_soft_time_limit: int = _field(
-        540, _int(1), "Soft time limit (s) of long tasks (audio analysis).")
+        540, _int(1), "Soft time limit (s) of long tasks (audio analysis, prefork pool).")
     long_time_limit: int = _field(
-        600, _int(1), "Hard time limit (s) of long tasks; kept below the broker's consumer timeout.")
+        600, _int(1),
+        "Hard time limit (s) of long tasks (prefork pool); kept below the broker's consumer timeout. It overrides "
+        "the worker's --time-limit, so give the deploy's pool the same value (its stop timeout follows it).")
     short_prefetch_multiplier: int = _field(
         16, _int(1, 1000),
         "Prefetch of a worker consuming only short tasks: many tiny tasks gain from many in flight "
@@ -311,7 +316,8 @@ class Settings:
     webcheck_deadline: float = _field(
         20.0, _float(0, exclusive_min=True),
         "Total seconds a website check may take (DNS, connect, TLS, headers, body, redirects), even against a "
-        "server that drips bytes; below the short soft time limit, so the check records its own timeout.")
+        "server that drips bytes; below the short soft time limit, so the check records its own timeout. On a "
+        "threads pool, which enforces no time limit, it is the check's bound.")
     webcheck_allow: tuple[str, ...] = _field(
         (), _allow_list,
         "Comma-separated networks (CIDR or addresses) and host names website checks may reach although "

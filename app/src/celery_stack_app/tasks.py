@@ -24,6 +24,14 @@ from .webcheck_net import AddressPolicy
 logger = get_task_logger(__name__)
 POLICY = policy_from_settings(settings)
 
+# A task's own limits override the worker's --time-limit, and Celery enforces
+# them on a prefork pool only (gevent: the hard one); the threads, solo and
+# eventlet pools ignore them (https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits).
+# LONG_LIMITS hold: long tasks run on prefork. SHORT_LIMITS hold where the short
+# queue runs on prefork (the app's tests, a prefork deploy) and are void on the
+# kit's threads pool, where each short task bounds itself: check_website by its
+# total deadline (CELERY_STACK_WEBCHECK_DEADLINE), health and noop do no waiting
+# beyond a bounded reply publish.
 SHORT_LIMITS = dict(soft_time_limit=settings.short_soft_time_limit, time_limit=settings.short_time_limit)
 LONG_LIMITS = dict(soft_time_limit=settings.long_soft_time_limit, time_limit=settings.long_time_limit)
 
