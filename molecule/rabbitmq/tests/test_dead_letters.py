@@ -7,9 +7,13 @@ DLX, delivery-limit -1) and its quorum queues dead-letter at least once.
 * Listing the DLQ (basic.get, then reject with requeue) more often than the
   quorum default delivery limit of 20 leaves the message there.
 * Dead-lettering more messages than the DLQ holds drops none: the refused
-  ones wait in the source queue and arrive once the DLQ has room (the
-  at-least-once worker retries after rabbit's
-  dead_letter_worker_publisher_confirm_timeout, 3 min by default).
+  ones wait in the source queue and arrive once the DLQ has room. The
+  at-least-once worker retries after rabbit's publisher confirm timeout
+  (3 min by default); the fixture sets it to a few seconds on every node
+  while these tests run, so the test waits for the retry, not the default.
+  The worker reads it when it starts, with the source queue
+  (rabbit_fifo_dlx_worker); RabbitMQ 4.x names it
+  dead_letter_worker_publisher_confirm_timeout_ms, 3.x without the suffix.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ DLQ = "alpha.dead_letter"
 SOURCE = "alpha.dead_letter_source"
 DLQ_BOUND = 3
 LISTINGS = 25
+CONFIRM_TIMEOUT_KEYS = ("dead_letter_worker_publisher_confirm_timeout_ms",
+                        "dead_letter_worker_publisher_confirm_timeout")
+CONFIRM_TIMEOUT_MS = 3000
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +40,25 @@ def hosts(group_hosts):
     return group_hosts("rabbitmq")
 
 
+def set_rabbit_env(machine, key: str, value: int | None) -> None:
+    call = f"application:set_env(rabbit, {key}, {value})" if value is not None \
+        else f"application:unset_env(rabbit, {key})"
+    machine.check_output(f"rabbitmqctl -q eval '{call}.'")
+
+
 @pytest.fixture
-def channel(address, hosts, secret):
+def short_confirm_timeout(node, hosts):
+    for name in hosts:
+        for key in CONFIRM_TIMEOUT_KEYS:
+            set_rabbit_env(node(name), key, CONFIRM_TIMEOUT_MS)
+    yield
+    for name in hosts:
+        for key in CONFIRM_TIMEOUT_KEYS:
+            set_rabbit_env(node(name), key, None)
+
+
+@pytest.fixture
+def channel(address, hosts, secret, short_confirm_timeout):
     conn = amqp.Connection(host=f"{address(hosts[0])}:{AMQP_PORT}", userid="alpha", password=secret("alpha"),
                            virtual_host=VHOST, connect_timeout=10, confirm_publish=True)
     conn.connect()
@@ -105,7 +129,7 @@ def test_a_full_dlq_drops_no_dead_letter(channel):
     with pytest.raises(amqp.exceptions.MessageNacked):
         channel.basic_publish(amqp.Message("direct", delivery_mode=2), exchange="", routing_key=DLQ)
     received: set[str] = set()
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 120
     while received != set(sent) and time.monotonic() < deadline:
         msg = channel.basic_get(DLQ, no_ack=False)
         if msg is None:
