@@ -29,7 +29,8 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 ROLE = pathlib.Path(__file__).resolve().parents[1]
 ENFORCED = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["_celery_worker_pool_enforced_limits"]
 
-SOFT, HARD, STUCK = 0.5, 1.0, 2.5  # seconds; STUCK well past both limits
+SOFT, HARD, STUCK = 1.5, 4.0, 6.0  # seconds; STUCK well past both, and room between
+# them for a loaded machine (the soft limit's handler must run before the hard kill)
 
 app = Celery("pool_limits", broker="memory://", backend="cache+memory://")
 app.conf.update(worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
