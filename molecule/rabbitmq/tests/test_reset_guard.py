@@ -22,7 +22,6 @@ API = "http://127.0.0.1:15672/api"
 pytestmark = pytest.mark.disruptive
 
 
-
 def run(host, command: str) -> str:
     result = host.run(command)
     assert result.rc == 0, f"{command}: {result.stdout}{result.stderr}"
